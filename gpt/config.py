@@ -1,0 +1,53 @@
+"""One config dataclass for every step, and a command line generated from it."""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def option(default, help: str):
+    """A config field with a default and the one line of help that `--help` shows for it."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # data
+    data: str = option("data/input.txt", "training text; the default is Tiny Shakespeare, downloaded if missing")
+    # model
+    block_size: int = option(8, "context length: the most tokens the model sees at once")
+    n_embd: int = option(32, "embedding size (channels per token)")
+    n_head: int = option(4, "attention heads per layer")
+    n_layer: int = option(3, "Transformer blocks (tasks 04 on)")
+    dropout: float = option(0.0, "dropout probability during training")
+    # training
+    batch_size: int = option(32, "sequences per training step")
+    learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)")
+    max_iters: int = option(5000, "training steps")
+    eval_interval: int = option(500, "evaluate every this many steps (and at the last one)")
+    eval_iters: int = option(200, "batches per split averaged by each evaluation")
+    seed: int = option(1337, "random seed: the same seed gives the same run")
+    device: str = option("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    threads: int = option(0, "CPU threads for PyTorch (0: PyTorch's default, one per core)")
+    sample_tokens: int = option(500, "characters to sample from the trained model")
+
+
+def parse_config(defaults: Config, argv=None, description: str | None = None,
+                 extra=None) -> tuple[Config, argparse.Namespace]:
+    """Command-line overrides of `defaults`: every field is a flag named like it (`--max-iters 200`).
+
+    `extra(parser)` may add script-specific flags; they come back in the namespace.
+    """
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(defaults):
+        default = getattr(defaults, f.name)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(default), default=default, metavar=type(default).__name__.upper(),
+            help=f"{f.metadata.get('help', '')} (default: {default})",
+        )
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    cfg = dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)})
+    return cfg, args

@@ -1,0 +1,105 @@
+"""Tiny Shakespeare: download (once, verified), split 90/10, and sample training batches."""
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .errors import UserError
+from .tokenizer import CharTokenizer
+
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "input.txt"
+
+
+def _where_to_put_it(path: Path) -> str:
+    return (
+        f"Download {URL}\n"
+        f"and save it as {path} (sha256 {SHA256}), then run the script again."
+    )
+
+
+def download(path: Path, url: str = URL, sha256: str = SHA256, opener=urllib.request.urlopen) -> None:
+    """Fetch url into path, with a progress bar; the file appears only if its hash matches."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, opener(url) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {path.name}",
+                      disable=None) as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != sha256:
+            raise UserError(
+                f"the file downloaded from {url} has sha256 {digest.hexdigest()}, expected {sha256}.\n"
+                + _where_to_put_it(path)
+            )
+        os.replace(tmp, path)  # atomic: the cache is either absent or complete
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"could not download Tiny Shakespeare ({e}).\n" + _where_to_put_it(path)) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_text(path=None, url: str = URL, opener=urllib.request.urlopen) -> str:
+    """The training text: `path` if given, else Tiny Shakespeare from the cache (downloaded if missing)."""
+    if path is None or Path(path).resolve() == DEFAULT_PATH:
+        path = DEFAULT_PATH
+        if not path.exists():
+            download(path, url, SHA256, opener=opener)
+        raw = path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != SHA256:
+            raise UserError(
+                f"{path} is not the expected Tiny Shakespeare (sha256 mismatch): it may be truncated or edited.\n"
+                f"Delete it to download it again, or: " + _where_to_put_it(path)
+            )
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no data file at {path}: pass --data with the path of a text file")
+        raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text ({e}); pass --data with a plain text file") from None
+    if len(text) < 2:
+        raise UserError(f"{path} holds {len(text)} character(s): a language model needs more text than that")
+    return text
+
+
+def train_val_split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    n = int(train_fraction * len(ids))
+    return ids[:n], ids[n:]
+
+
+def load_dataset(path=None) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
+    """Tokenizer, train ids and val ids for the text at path (Tiny Shakespeare by default)."""
+    text = load_text(path)
+    tokenizer = CharTokenizer.from_text(text)
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    train_ids, val_ids = train_val_split(ids)
+    return tokenizer, train_ids, val_ids
+
+
+def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator=None):
+    """Random windows of the data: x is (B, T) and y is x shifted one step to the left."""
+    if len(data) <= block_size:
+        raise UserError(
+            f"a split of {len(data)} tokens is too short for block_size {block_size}: "
+            f"use more text or a smaller --block-size"
+        )
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    window = ix[:, None] + torch.arange(block_size + 1)  # (B, T+1) indices, no Python loop
+    chunk = data[window]  # (B, T+1)
+    return chunk[:, :-1], chunk[:, 1:]  # (B, T), (B, T)

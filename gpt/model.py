@@ -1,0 +1,173 @@
+"""The parts of a GPT, each defined once; the task scripts compose them step by step.
+
+Shapes: B batch, T time (sequence length), C channels (n_embd), nh heads, hs head size, V vocabulary.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import UserError
+
+
+def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) with the future masked out: row t says how much token t reads from each s <= t."""
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) * q.size(-1) ** -0.5  # (..., T, hs) @ (..., hs, T) -> (..., T, T)
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return F.softmax(scores, dim=-1)  # (..., T, T), each row sums to 1
+
+
+def causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
+    """Causal scaled dot-product attention: (..., T, hs) -> (..., T, hs).
+
+    Same result as `causal_attention_weights(q, k) @ v` (tests check it), but computed by PyTorch's
+    fused kernel, which at these sizes is faster on a CPU and uses flash attention on a GPU.
+    """
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+
+
+class AttentionHead(nn.Module):
+    """One head of causal self-attention (task 01): each token gathers values from the tokens before it."""
+
+    def __init__(self, n_embd: int, head_size: int, block_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.block_size = block_size
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.dropout = dropout
+
+    def forward(self, x):
+        k = self.key(x)  # (B, T, C) -> (B, T, hs)
+        q = self.query(x)  # (B, T, C) -> (B, T, hs)
+        v = self.value(x)  # (B, T, C) -> (B, T, hs)
+        return causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, T, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """n_head attention heads side by side, computed together in one batched matmul.
+
+    Equivalent to running n_head separate `AttentionHead`s of size n_embd // n_head and concatenating
+    their outputs (tests prove it with the same weights), but with one Linear for all keys, queries
+    and values instead of 3 * n_head small ones. `proj` adds the output projection (task 05 on).
+    """
+
+    def __init__(self, n_embd: int, n_head: int, block_size: int, proj: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if n_embd % n_head != 0:
+            raise UserError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}): each head gets n_embd // n_head channels")
+        self.n_head = n_head
+        self.head_size = n_embd // n_head
+        self.block_size = block_size
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # rows: all heads' queries, then keys, then values
+        self.proj = nn.Linear(n_embd, n_embd) if proj else nn.Identity()
+        self.attn_dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, C) -> 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+        out = causal_attention(q, k, v, self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
+        out = out.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C): heads concatenated
+        return self.resid_dropout(self.proj(out))
+
+
+class FeedForward(nn.Module):
+    """Task 03's computation step: one Linear + ReLU applied to each token on its own."""
+
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_embd, n_embd), nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MLP(nn.Module):
+    """The Transformer's position-wise feed-forward network: n_embd -> 4 n_embd -> n_embd (task 05 on)."""
+
+    def __init__(self, n_embd: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd),
+            nn.ReLU(),
+            nn.Linear(4 * n_embd, n_embd),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Communication (attention across tokens) followed by computation (feed-forward per token).
+
+    layout:
+      "plain"    x = ffwd(attn(x))                                          (task 04)
+      "residual" x = x + attn(x); x = x + ffwd(x)                           (task 05, He et al. 2015)
+      "pre_ln"   x = x + attn(ln1(x)); x = x + ffwd(ln2(x))                 (task 06, Xiong et al. 2020)
+    """
+
+    LAYOUTS = ("plain", "residual", "pre_ln")
+
+    def __init__(self, n_embd: int, attn: nn.Module, ffwd: nn.Module, layout: str = "pre_ln"):
+        super().__init__()
+        if layout not in self.LAYOUTS:
+            raise UserError(f"unknown block layout {layout!r}; choose one of {', '.join(self.LAYOUTS)}")
+        self.layout = layout
+        self.attn = attn
+        self.ffwd = ffwd
+        pre_ln = layout == "pre_ln"
+        self.ln1 = nn.LayerNorm(n_embd) if pre_ln else nn.Identity()
+        self.ln2 = nn.LayerNorm(n_embd) if pre_ln else nn.Identity()
+
+    def forward(self, x):
+        if self.layout == "plain":
+            return self.ffwd(self.attn(x))
+        x = x + self.attn(self.ln1(x))
+        x = x + self.ffwd(self.ln2(x))
+        return x
+
+
+class LanguageModel(nn.Module):
+    """Token embedding + learned position embedding -> body -> optional final LayerNorm -> logits.
+
+    `body` is whatever the step is about: one head, multi-head attention, a stack of blocks.
+    """
+
+    def __init__(self, vocab_size: int, block_size: int, n_embd: int, body: nn.Module,
+                 final_norm: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.block_size = block_size
+        self.token_embedding = nn.Embedding(vocab_size, n_embd)
+        self.position_embedding = nn.Embedding(block_size, n_embd)
+        self.dropout = nn.Dropout(dropout)
+        self.body = body
+        self.ln_f = nn.LayerNorm(n_embd) if final_norm else nn.Identity()
+        self.lm_head = nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        if T > self.block_size:
+            raise UserError(
+                f"sequence length {T} exceeds block_size {self.block_size}: the model has no position "
+                f"embedding past {self.block_size - 1}; crop the context to the last {self.block_size} tokens"
+            )
+        tok = self.token_embedding(idx)  # (B, T) -> (B, T, C)
+        pos = self.position_embedding(torch.arange(T, device=idx.device))  # (T,) -> (T, C), by current length
+        x = self.dropout(tok + pos)  # (B, T, C)
+        x = self.body(x)  # (B, T, C)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, C) -> (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))  # (B*T, V) vs (B*T,)
+        return logits, loss
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

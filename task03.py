@@ -1,0 +1,29 @@
+"""Task 03: a feed-forward layer after attention.
+
+Attention is communication: tokens gather information from each other. The model then needs time to
+think about what it gathered, each token on its own: a Linear(n_embd, n_embd) followed by a ReLU.
+
+    python task03.py
+"""
+
+import torch.nn as nn
+
+from gpt import Config, FeedForward, LanguageModel, MultiHeadAttention, run_task
+
+CONFIG = Config(batch_size=32, block_size=8, n_embd=32, n_head=4, learning_rate=1e-3, max_iters=5000, seed=1337)
+
+
+def build_model(cfg: Config, vocab_size: int) -> LanguageModel:
+    body = nn.Sequential(
+        MultiHeadAttention(cfg.n_embd, cfg.n_head, cfg.block_size, proj=False),  # communication
+        FeedForward(cfg.n_embd),  # computation
+    )
+    return LanguageModel(vocab_size, cfg.block_size, cfg.n_embd, body=body)
+
+
+def main(argv=None):
+    return run_task(build_model, CONFIG, argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    main()

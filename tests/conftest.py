@@ -1,0 +1,36 @@
+import math  # noqa: F401  (handy in assertions)
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gpt.data import DEFAULT_PATH  # noqa: E402
+
+SMALL_TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+) * 40
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_seed():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def corpus_text() -> str:
+    if not DEFAULT_PATH.exists():
+        pytest.skip(f"Tiny Shakespeare is not at {DEFAULT_PATH} (run any task once to download it)")
+    return DEFAULT_PATH.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def small_text_file(tmp_path) -> Path:
+    path = tmp_path / "small.txt"
+    path.write_text(SMALL_TEXT, encoding="utf-8")
+    return path

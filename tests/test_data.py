@@ -1,0 +1,128 @@
+import hashlib
+
+import pytest
+import torch
+
+from gpt.data import SHA256, download, get_batch, load_dataset, load_text, train_val_split
+from gpt.errors import UserError
+from gpt.tokenizer import CharTokenizer
+
+
+def test_tokenizer_round_trips_the_whole_corpus(corpus_text):
+    tok = CharTokenizer.from_text(corpus_text)
+    assert tok.vocab_size == 65
+    assert tok.decode(tok.encode(corpus_text)) == corpus_text
+
+
+def test_vocabulary_is_sorted_distinct_characters():
+    tok = CharTokenizer.from_text("hello world")
+    assert tok.vocab == " dehlorw"
+    assert tok.encode("hello") == [3, 2, 4, 4, 5]
+
+
+def test_unknown_character_is_named():
+    tok = CharTokenizer.from_text("abc")
+    with pytest.raises(ValueError, match=r"'z'.*|'é'"):
+        tok.encode("abzé")
+    with pytest.raises(UserError) as err:
+        tok.encode("abzé")
+    assert "'z'" in str(err.value) and "'é'" in str(err.value)
+
+
+def test_split_sizes(corpus_text):
+    tok, train_ids, val_ids = load_dataset()
+    assert len(corpus_text) == 1_115_394
+    assert (len(train_ids), len(val_ids)) == (1_003_854, 111_540)
+    assert tok.decode(train_ids[:14].tolist()) == "First Citizen:"
+
+
+def test_batch_shapes_and_shift():
+    data = torch.arange(1000)
+    g = torch.Generator().manual_seed(0)
+    x, y = get_batch(data, batch_size=5, block_size=7, generator=g)
+    assert x.shape == y.shape == (5, 7)
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(y[:, -1], x[:, -1] + 1)  # data is arange: the target is the next element
+    assert int(x.max()) < 1000 and int(y.max()) < 1000
+
+
+def test_batch_matches_the_lecture_sampler():
+    """Index arithmetic picks exactly the windows the lecture's Python loop picks."""
+    data = torch.randint(65, (500,))
+    x, y = get_batch(data, 8, 6, torch.Generator().manual_seed(3))
+    ix = torch.randint(len(data) - 6, (8,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(x, torch.stack([data[i:i + 6] for i in ix]))
+    assert torch.equal(y, torch.stack([data[i + 1:i + 7] for i in ix]))
+
+
+def test_split_too_short_for_block_size():
+    with pytest.raises(UserError, match="block_size"):
+        get_batch(torch.arange(5), 2, 8)
+
+
+def test_train_val_split_is_90_10():
+    train, val = train_val_split(torch.arange(100))
+    assert len(train) == 90 and len(val) == 10 and int(val[0]) == 90
+
+
+def test_download_caches_a_good_file(tmp_path):
+    payload = b"To be, or not to be\n" * 100
+    src = tmp_path / "remote.txt"
+    src.write_bytes(payload)
+    dest = tmp_path / "cache" / "input.txt"
+    download(dest, src.as_uri(), hashlib.sha256(payload).hexdigest())
+    assert dest.read_bytes() == payload
+    assert list(dest.parent.iterdir()) == [dest]  # no temp file left behind
+
+
+def test_download_with_wrong_hash_leaves_nothing(tmp_path):
+    src = tmp_path / "remote.txt"
+    src.write_bytes(b"not shakespeare")
+    dest = tmp_path / "cache" / "input.txt"
+    with pytest.raises(UserError) as err:
+        download(dest, src.as_uri(), SHA256)
+    assert "expected " + SHA256 in str(err.value) and str(dest) in str(err.value)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_download_offline_says_where_to_put_the_file(tmp_path):
+    def offline(url):
+        import urllib.error
+        raise urllib.error.URLError("no network")
+
+    dest = tmp_path / "input.txt"
+    with pytest.raises(UserError, match="save it as"):
+        download(dest, "https://example.invalid/input.txt", SHA256, opener=offline)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_default_file_is_refused(tmp_path, monkeypatch):
+    import gpt.data as data
+    fake = tmp_path / "input.txt"
+    fake.write_text("half a file")
+    monkeypatch.setattr(data, "DEFAULT_PATH", fake)
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        load_text()
+
+
+def test_missing_default_file_is_downloaded(tmp_path, monkeypatch):
+    import gpt.data as data
+    payload = b"Now is the winter of our discontent\n"
+    src = tmp_path / "remote.txt"
+    src.write_bytes(payload)
+    monkeypatch.setattr(data, "DEFAULT_PATH", tmp_path / "data" / "input.txt")
+    monkeypatch.setattr(data, "SHA256", hashlib.sha256(payload).hexdigest())
+    assert load_text(url=src.as_uri()) == payload.decode()
+    assert (tmp_path / "data" / "input.txt").read_bytes() == payload
+
+
+def test_any_text_file_works_with_its_own_vocabulary(small_text_file):
+    tok, train_ids, val_ids = load_dataset(small_text_file)
+    assert tok.vocab == "".join(sorted(set(small_text_file.read_text())))
+    assert len(train_ids) + len(val_ids) == len(small_text_file.read_text())
+
+
+def test_missing_data_file_is_named(tmp_path):
+    with pytest.raises(UserError, match="no data file at"):
+        load_text(tmp_path / "nope.txt")
