@@ -32,6 +32,19 @@ class Config:
     sample_tokens: int = option(500, "characters to sample from the trained model")
 
 
+@dataclass
+class ScaleConfig(Config):
+    """Config for the scaled-up GPT (tasks 07 and 09): adds the time budget, the schedule, speed
+    switches and the checkpoint."""
+    time_budget: float = option(0.0, "stop training after this many seconds, 0 for none; the schedule is laid over it")
+    schedule: str = option("constant", "learning rate schedule: constant, or cosine (linear warmup, cosine decay)")
+    warmup: float = option(0.05, "with --schedule cosine: fraction of the run spent warming up")
+    min_lr: float = option(1e-4, "with --schedule cosine: the learning rate at the end of the run")
+    fast: bool = option(True, "on CUDA: bf16 autocast, TF32, flash attention (--no-fast: plain fp32, for comparison)")
+    compile: bool = option(False, "torch.compile the model (pays off on a GPU for long runs)")
+    checkpoint: str = option("checkpoints/task07.pt", "where the best model so far is saved ('' to not save)")
+
+
 def parse_config(defaults: Config, argv=None, description: str | None = None,
                  extra=None) -> tuple[Config, argparse.Namespace]:
     """Command-line overrides of `defaults`: every field is a flag named like it (`--max-iters 200`).
@@ -42,10 +55,13 @@ def parse_config(defaults: Config, argv=None, description: str | None = None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(defaults):
         default = getattr(defaults, f.name)
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), type=type(default), default=default, metavar=type(default).__name__.upper(),
-            help=f"{f.metadata.get('help', '')} (default: {default})",
-        )
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(),
+                                help=help_text)
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)

@@ -171,3 +171,17 @@ class LanguageModel(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def gpt_model(vocab_size: int, block_size: int, n_embd: int, n_head: int, n_layer: int,
+              dropout: float = 0.0) -> LanguageModel:
+    """The full GPT that tasks 06 to 09 train: n_layer pre-LN blocks (attention with an output
+    projection, then the 4x MLP), dropout in each part, and a final LayerNorm.
+
+    Takes only plain numbers, so that a checkpoint can store them and rebuild the same model."""
+    blocks = [
+        Block(n_embd, MultiHeadAttention(n_embd, n_head, block_size, dropout=dropout), MLP(n_embd, dropout),
+              layout="pre_ln")
+        for _ in range(n_layer)
+    ]
+    return LanguageModel(vocab_size, block_size, n_embd, nn.Sequential(*blocks), final_norm=True, dropout=dropout)

@@ -7,6 +7,7 @@ callbacks and the scripts decide what to show.
 import math
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
@@ -83,7 +84,8 @@ def lr_at(progress: float, peak: float, min_lr: float, warmup: float) -> float:
 def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size: int, max_iters: int,
           eval_interval: int, eval_iters: int, seed: int, device: str = "cpu", on_eval=None,
           start_iter: int = 0, generators: dict | None = None, time_budget: float | None = None,
-          schedule: dict | None = None, progress: bool | None = None) -> list[dict]:
+          time_spent: float = 0.0, schedule: dict | None = None, amp_dtype: torch.dtype | None = None,
+          eval_first: bool = True, progress: bool | None = None) -> list[dict]:
     """Train from start_iter to max_iters (or until time_budget seconds have passed), evaluating every
     eval_interval steps and at the last one, before that step's update (as the lecture does).
 
@@ -93,15 +95,20 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
     apart so that evaluation never changes which batches training sees.
     schedule: {'peak', 'min_lr', 'warmup'} lays warmup + cosine decay over the run: over max_iters, or over
     time_budget when there is one, so that a budgeted run ends at min_lr whenever it stops.
+    time_spent: seconds of the budget a resumed run already used.
+    amp_dtype: run forward passes under autocast to this dtype (bf16 on a GPU).
+    eval_first: evaluate before the first step (a search's trials skip it to spend their budget training).
     """
+    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)) if amp_dtype else nullcontext
     if generators is None:
         generators = {"batch": torch.Generator().manual_seed(seed), "eval": torch.Generator().manual_seed(seed + 1)}
     splits = {"train": train_data, "val": val_data}
     history = []
-    start = time.perf_counter()
+    start = time.perf_counter() - time_spent
 
     def evaluate(it):
-        losses = estimate_loss(model, splits, batch_size, block_size, eval_iters, generators["eval"], device)
+        with autocast():
+            losses = estimate_loss(model, splits, batch_size, block_size, eval_iters, generators["eval"], device)
         record = {"iter": it, "train": losses["train"], "val": losses["val"], "time": time.perf_counter() - start}
         history.append(record)
         if on_eval is not None:
@@ -109,11 +116,14 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
 
     model.train()
     show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=max_iters, initial=start_iter, file=sys.stderr, unit="it", leave=False, disable=not show) as bar:
+    total = None if time_budget else max_iters
+    with tqdm(total=total, initial=start_iter, file=sys.stderr, unit="it", leave=False, disable=not show) as bar:
         for it in range(start_iter, max_iters):
             elapsed = time.perf_counter() - start
             out_of_time = time_budget is not None and elapsed >= time_budget
-            if it % eval_interval == 0 or it == max_iters - 1 or out_of_time:
+            # a resumed run was evaluated at its first step before it was saved
+            skip = it == start_iter and (start_iter > 0 or not eval_first)
+            if (it % eval_interval == 0 and not skip) or it == max_iters - 1 or out_of_time:
                 evaluate(it)
                 if out_of_time:
                     break
@@ -122,7 +132,8 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(done, schedule["peak"], schedule["min_lr"], schedule["warmup"])
             x, y = get_batch(train_data, batch_size, block_size, generators["batch"])  # (B, T), (B, T)
-            _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+            with autocast():
+                _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
