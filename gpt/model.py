@@ -20,12 +20,39 @@ def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
-    """Causal scaled dot-product attention: (..., T, hs) -> (..., T, hs).
+    """Causal scaled dot-product attention: (..., Tq, hs) with (..., Tk, hs) -> (..., Tq, hs).
 
     Same result as `causal_attention_weights(q, k) @ v` (tests check it), but computed by PyTorch's
     fused kernel, which at these sizes is faster on a CPU and uses flash attention on a GPU.
+    With a key/value cache there are fewer queries than keys: the queries are the last Tq positions.
     """
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+    Tq, Tk = q.size(-2), k.size(-2)
+    if Tq == Tk:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+    if Tq == 1:  # the newest token may read every cached one
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # (Tq, Tk)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+class KVCache:
+    """The keys and values one attention layer has computed so far, so that a new token only needs
+    its own (task 08). Preallocated for block_size positions: appending never copies the past."""
+
+    def __init__(self, batch: int, n_head: int, block_size: int, head_size: int, device, dtype):
+        self.k = torch.zeros(batch, n_head, block_size, head_size, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.length = 0
+
+    def append(self, k, v):
+        """Store k, v (B, nh, T, hs) after the cached positions; return all keys and values so far."""
+        end = self.length + k.size(2)
+        if end > self.k.size(2):
+            raise UserError(f"key/value cache holds {self.k.size(2)} positions; {end} asked for")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, nh, end, hs) each
 
 
 class AttentionHead(nn.Module):
@@ -65,6 +92,7 @@ class MultiHeadAttention(nn.Module):
         self.proj = nn.Linear(n_embd, n_embd) if proj else nn.Identity()
         self.attn_dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
+        self.cache: KVCache | None = None  # set while streaming (gpt.generate.stream)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -72,6 +100,8 @@ class MultiHeadAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+        if self.cache is not None:
+            k, v = self.cache.append(k, v)  # (B, nh, T_past + T, hs)
         out = causal_attention(q, k, v, self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
         out = out.transpose(1, 2).reshape(B, T, C)  # (B, nh, T, hs) -> (B, T, C): heads concatenated
         return self.resid_dropout(self.proj(out))
@@ -151,15 +181,17 @@ class LanguageModel(nn.Module):
         self.ln_f = nn.LayerNorm(n_embd) if final_norm else nn.Identity()
         self.lm_head = nn.Linear(n_embd, vocab_size)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, start_pos: int = 0):
+        """idx (B, T) -> logits (B, T, V) and the loss if targets are given. start_pos is the position of
+        idx's first token: nonzero only when a key/value cache holds the tokens before it."""
         B, T = idx.shape
-        if T > self.block_size:
+        if start_pos + T > self.block_size:
             raise UserError(
-                f"sequence length {T} exceeds block_size {self.block_size}: the model has no position "
+                f"sequence length {start_pos + T} exceeds block_size {self.block_size}: the model has no position "
                 f"embedding past {self.block_size - 1}; crop the context to the last {self.block_size} tokens"
             )
         tok = self.token_embedding(idx)  # (B, T) -> (B, T, C)
-        pos = self.position_embedding(torch.arange(T, device=idx.device))  # (T,) -> (T, C), by current length
+        pos = self.position_embedding(torch.arange(start_pos, start_pos + T, device=idx.device))  # (T, C)
         x = self.dropout(tok + pos)  # (B, T, C)
         x = self.body(x)  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, C) -> (B, T, V)

@@ -1,0 +1,73 @@
+"""Task 08: infinite Shakespeare, streamed from the best model until you press Ctrl-C.
+
+Loads the best checkpoint (task 07's by default) and prints one character at a time, as fast as
+the model produces them, forever. Each new character costs one forward pass of one position: the
+attention layers keep the keys and values of the characters before it (a key/value cache, see
+`gpt.generate.stream`), instead of recomputing the whole context for every character as the
+lecture's `generate` does.
+
+    python task08_infinite.py                          # Ctrl-C to stop
+    python task08_infinite.py --prompt "ROMEO:" --temperature 0.8 --seed 7
+    python task08_infinite.py --max-new-tokens 2000 > sonnet.txt
+    python task08_infinite.py --checkpoint checkpoints/task09.pt
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+from gpt.checkpoint import load_checkpoint
+from gpt.errors import UserError
+from gpt.generate import stream
+from gpt.run import friendly_errors
+from gpt.scale import model_from_checkpoint
+from gpt.train import resolve_device
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="checkpoints/task07.pt", help="model to stream from (default: %(default)s)")
+    p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer, above 1: wilder, 0: greedy (default: 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest characters")
+    p.add_argument("--seed", type=int, default=1337, help="the same seed gives the same stream (default: 1337)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="stop after this many characters (default: never)")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole context for every character (slow)")
+    return p.parse_args(argv)
+
+
+def main(argv=None, out=None) -> int:
+    args = parse_args(argv)
+    out = out or sys.stdout
+    with friendly_errors():
+        device = resolve_device(args.device)
+        ckpt = load_checkpoint(args.checkpoint, map_location=device, how_to_make_one=(
+            "Train one first: python task07.py (about 10 minutes on a CPU), then run this again."))
+        model, tokenizer = model_from_checkpoint(ckpt, device)
+        prompt = tokenizer.encode(args.prompt)
+        if args.top_k is not None and args.top_k < 1:
+            raise UserError("--top-k must be at least 1")
+        generator = torch.Generator().manual_seed(args.seed)
+        tokens = stream(model, prompt, args.temperature, args.top_k, generator, use_cache=not args.no_cache)
+        try:
+            out.write(args.prompt)
+            for n, token in enumerate(tokens, start=1):
+                out.write(tokenizer.itos[token])
+                out.flush()
+                if args.max_new_tokens is not None and n >= args.max_new_tokens:
+                    break
+            out.write("\n")
+            out.flush()
+        except KeyboardInterrupt:  # the way to stop an endless stream: not an error
+            out.write("\n")
+            out.flush()
+        except BrokenPipeError:  # the reader went away (| head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
