@@ -17,9 +17,8 @@ class Config:
     # model
     block_size: int = option(8, "context length: the most tokens the model sees at once")
     n_embd: int = option(32, "embedding size (channels per token)")
-    n_head: int = option(4, "attention heads per layer")
+    n_head: int = option(4, "attention heads per layer (tasks 02 on)")
     n_layer: int = option(3, "Transformer blocks (tasks 04 on)")
-    dropout: float = option(0.0, "dropout probability during training")
     # training
     batch_size: int = option(32, "sequences per training step")
     learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)")
@@ -36,6 +35,8 @@ class Config:
 class ScaleConfig(Config):
     """Config for the scaled-up GPT (tasks 07 and 09): adds the time budget, the schedule, speed
     switches and the checkpoint."""
+    dropout: float = option(0.0, "dropout probability during training")
+    positions: str = option("learned", "position information: learned (a table, as in GPT-2) or rope (rotary, task 09)")
     time_budget: float = option(0.0, "stop training after this many seconds, 0 for none; the schedule is laid over it")
     schedule: str = option("constant", "learning rate schedule: constant, or cosine (linear warmup, cosine decay)")
     warmup: float = option(0.05, "with --schedule cosine: fraction of the run spent warming up")

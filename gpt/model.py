@@ -35,6 +35,28 @@ def causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
+def rope_tables(block_size: int, head_size: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles pos * base^(-2i/hs): each (block_size, hs/2).
+
+    Rotary position embeddings (Su et al. 2021, RoFormer, https://arxiv.org/abs/2104.09864) turn each
+    pair of query/key channels (i, i + hs/2) by an angle that grows with the position, fast for the
+    first pairs and slowly for the last ones.
+    """
+    inv_freq = base ** -(torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each channel pair (x[..., i], x[..., i + hs/2]) of x (..., T, hs) by its position's angle.
+
+    A rotation keeps the vector's length, and the dot product of a query rotated for position m with a
+    key rotated for position n depends only on m - n: attention sees relative positions.
+    """
+    x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs) -> 2 x (..., T, hs/2)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)  # (..., T, hs)
+
+
 class KVCache:
     """The keys and values one attention layer has computed so far, so that a new token only needs
     its own (task 08). Preallocated for block_size positions: appending never copies the past."""
@@ -81,12 +103,24 @@ class MultiHeadAttention(nn.Module):
     and values instead of 3 * n_head small ones. `proj` adds the output projection (task 05 on).
     """
 
-    def __init__(self, n_embd: int, n_head: int, block_size: int, proj: bool = True, dropout: float = 0.0):
+    POSITIONS = ("learned", "rope")
+
+    def __init__(self, n_embd: int, n_head: int, block_size: int, proj: bool = True, dropout: float = 0.0,
+                 positions: str = "learned"):
         super().__init__()
         if n_embd % n_head != 0:
             raise UserError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}): each head gets n_embd // n_head channels")
+        if positions not in self.POSITIONS:
+            raise UserError(f"unknown positions {positions!r}; choose one of {', '.join(self.POSITIONS)}")
         self.n_head = n_head
         self.head_size = n_embd // n_head
+        self.positions = positions
+        if positions == "rope":
+            if self.head_size % 2:
+                raise UserError(f"RoPE rotates channel pairs: head size n_embd // n_head = {self.head_size} must be even")
+            cos, sin = rope_tables(block_size, self.head_size)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (T, hs/2), rebuilt, never saved
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.block_size = block_size
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # rows: all heads' queries, then keys, then values
         self.proj = nn.Linear(n_embd, n_embd) if proj else nn.Identity()
@@ -100,6 +134,10 @@ class MultiHeadAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, nh, T, hs)
+        if self.positions == "rope":
+            start = self.cache.length if self.cache is not None else 0  # position of x's first token
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]  # (T, hs/2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, nh, T, hs)
         if self.cache is not None:
             k, v = self.cache.append(k, v)  # (B, nh, T_past + T, hs)
         out = causal_attention(q, k, v, self.attn_dropout if self.training else 0.0)  # (B, nh, T, hs)
@@ -168,14 +206,15 @@ class LanguageModel(nn.Module):
     """Token embedding + learned position embedding -> body -> optional final LayerNorm -> logits.
 
     `body` is whatever the step is about: one head, multi-head attention, a stack of blocks.
+    With positions="rope" there is no position table: the attention layers rotate queries and keys.
     """
 
     def __init__(self, vocab_size: int, block_size: int, n_embd: int, body: nn.Module,
-                 final_norm: bool = False, dropout: float = 0.0):
+                 final_norm: bool = False, dropout: float = 0.0, positions: str = "learned"):
         super().__init__()
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
-        self.position_embedding = nn.Embedding(block_size, n_embd)
+        self.position_embedding = nn.Embedding(block_size, n_embd) if positions == "learned" else None
         self.dropout = nn.Dropout(dropout)
         self.body = body
         self.ln_f = nn.LayerNorm(n_embd) if final_norm else nn.Identity()
@@ -190,9 +229,10 @@ class LanguageModel(nn.Module):
                 f"sequence length {start_pos + T} exceeds block_size {self.block_size}: the model has no position "
                 f"embedding past {self.block_size - 1}; crop the context to the last {self.block_size} tokens"
             )
-        tok = self.token_embedding(idx)  # (B, T) -> (B, T, C)
-        pos = self.position_embedding(torch.arange(start_pos, start_pos + T, device=idx.device))  # (T, C)
-        x = self.dropout(tok + pos)  # (B, T, C)
+        x = self.token_embedding(idx)  # (B, T) -> (B, T, C)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(start_pos, start_pos + T, device=idx.device))  # + (T, C)
+        x = self.dropout(x)  # (B, T, C)
         x = self.body(x)  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, C) -> (B, T, V)
         loss = None
@@ -206,14 +246,16 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def gpt_model(vocab_size: int, block_size: int, n_embd: int, n_head: int, n_layer: int,
-              dropout: float = 0.0) -> LanguageModel:
-    """The full GPT that tasks 06 to 09 train: n_layer pre-LN blocks (attention with an output
-    projection, then the 4x MLP), dropout in each part, and a final LayerNorm.
+              dropout: float = 0.0, positions: str = "learned") -> LanguageModel:
+    """The full GPT that tasks 07 to 09 train: n_layer pre-LN blocks (attention with an output
+    projection, then the 4x MLP), dropout in each part, and a final LayerNorm; positions "learned"
+    (a table, tasks 01-07) or "rope" (rotary, task 09).
 
-    Takes only plain numbers, so that a checkpoint can store them and rebuild the same model."""
+    Takes only plain values, so that a checkpoint can store them and rebuild the same model."""
     blocks = [
-        Block(n_embd, MultiHeadAttention(n_embd, n_head, block_size, dropout=dropout), MLP(n_embd, dropout),
-              layout="pre_ln")
+        Block(n_embd, MultiHeadAttention(n_embd, n_head, block_size, dropout=dropout, positions=positions),
+              MLP(n_embd, dropout), layout="pre_ln")
         for _ in range(n_layer)
     ]
-    return LanguageModel(vocab_size, block_size, n_embd, nn.Sequential(*blocks), final_norm=True, dropout=dropout)
+    return LanguageModel(vocab_size, block_size, n_embd, nn.Sequential(*blocks), final_norm=True, dropout=dropout,
+                         positions=positions)

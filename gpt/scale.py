@@ -20,7 +20,7 @@ from .run import describe, print_eval, sample_text, setup
 from .tokenizer import CharTokenizer
 from .train import make_optimizer, train
 
-MODEL_FIELDS = ("block_size", "n_embd", "n_head", "n_layer", "dropout")
+MODEL_FIELDS = ("block_size", "n_embd", "n_head", "n_layer", "dropout", "positions")
 
 
 def speed_settings(cfg: ScaleConfig, device: str) -> dict:

@@ -126,3 +126,13 @@ def test_closed_pipe_ends_the_stream_cleanly(checkpoint):
     err = proc.stderr.read()
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
+    from gpt.bench import bench_generate
+
+    med = bench_generate(str(checkpoint), blocks=2, repeats=1)
+    assert set(med) == {True, False}
+    for way in med.values():
+        assert way["chars_per_s"] > 0 and way["first_block_ms"] > 0 and way["last_block_ms"] > 0
+    assert "x faster" in capsys.readouterr().out
