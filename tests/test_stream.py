@@ -93,9 +93,10 @@ def test_bad_prompt_names_the_characters(checkpoint, capsys):
     assert "'ë'" in err and "'~'" in err
 
 
-def script(*args, **kw):
+def script(*args):
+    # Ctrl-C as in a terminal: a process started in the background inherits SIGINT ignored, so reset it.
     return subprocess.Popen([sys.executable, "task08_infinite.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kw)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_missing_checkpoint_says_how_to_make_one(tmp_path):
