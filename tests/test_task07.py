@@ -157,3 +157,28 @@ def test_task07_main_prints_the_course_format(tmp_path, small_text_file, capsys)
     assert "Epoch 0: avg train loss" in out and "Epoch 5: avg train loss" in out
     assert "Sampling 30 tokens from a trained model: " in out and len(result["sample"]) == 30
     assert ckpt.exists()
+
+
+def test_ctrl_c_during_training_says_where_the_best_checkpoint_is(tmp_path, small_text_file):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    ckpt = tmp_path / "t.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "task07.py", "--preset", "cpu", "--data", str(small_text_file), "--time-budget", "0",
+         "--max-iters", "100000", "--eval-interval", "20", "--eval-iters", "1", "--n-embd", "16", "--n-layer", "1",
+         "--block-size", "16", "--batch-size", "4", "--device", "cpu", "--threads", "1", "--checkpoint", str(ckpt)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C as in a terminal
+    for line in proc.stdout:  # wait until a checkpoint has been written
+        if line.startswith("Epoch 20:"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert f"is in {ckpt}; continue with --resume" in err
+    assert load_checkpoint(ckpt)["iter"] >= 0
