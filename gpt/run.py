@@ -41,9 +41,14 @@ def describe(cfg: Config, device: str, model) -> str:
     return f"config: {fields}\ndevice: {device} | parameters: {count_parameters(model):,}"
 
 
+def format_eval(record: dict) -> str:
+    """The course's line for one evaluation, with the wall time since training started appended."""
+    return (f"Epoch {record['iter']}: avg train loss {record['train']:.4f} | avg val loss {record['val']:.4f}"
+            f" | {record['time']:.1f}s")
+
+
 def print_eval(record: dict) -> None:
-    print(f"Epoch {record['iter']}: avg train loss {record['train']:.4f} | avg val loss {record['val']:.4f}"
-          f" | {record['time']:.1f}s", flush=True)
+    print(format_eval(record), flush=True)
 
 
 def sample_text(model, tokenizer, n_tokens: int, device: str, seed: int) -> str:

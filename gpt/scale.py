@@ -16,7 +16,7 @@ from .config import ScaleConfig
 from .data import load_dataset
 from .errors import UserError
 from .model import count_parameters, gpt_model
-from .run import describe, print_eval, sample_text, setup
+from .run import describe, format_eval, sample_text, setup
 from .tokenizer import CharTokenizer
 from .train import make_optimizer, train
 
@@ -45,7 +45,11 @@ def model_from_checkpoint(ckpt: dict, device: str = "cpu") -> tuple[torch.nn.Mod
     return model.eval(), tokenizer
 
 
-def train_gpt(cfg: ScaleConfig, resume: bool = False, log=print, progress: bool | None = None,
+def say(line: str) -> None:
+    print(line, flush=True)  # flushed, so that a log piped to a file keeps up with training
+
+
+def train_gpt(cfg: ScaleConfig, resume: bool = False, log=say, progress: bool | None = None,
               eval_first: bool = True) -> dict:
     """Train (or resume) the GPT that cfg describes, saving the best model to cfg.checkpoint."""
     device = setup(cfg)
@@ -75,8 +79,7 @@ def train_gpt(cfg: ScaleConfig, resume: bool = False, log=print, progress: bool 
         log(f"resumed from {cfg.checkpoint} at iteration {start_iter} (val loss {best['val']:.4f}, {time_spent:.0f}s in)")
 
     def on_eval(record):
-        print_eval(record) if log is print else log(
-            f"Epoch {record['iter']}: avg train loss {record['train']:.4f} | avg val loss {record['val']:.4f}")
+        log(format_eval(record))
         if record["val"] < best["val"]:
             best.update(val=record["val"], iter=record["iter"])
             if cfg.checkpoint:
