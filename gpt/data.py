@@ -1,8 +1,6 @@
 """Tiny Shakespeare: download (once, verified), split 90/10, and sample training batches."""
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import UserError
+from .files import atomic_write
 from .tokenizer import CharTokenizer
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -27,11 +26,9 @@ def _where_to_put_it(path: Path) -> str:
 
 def download(path: Path, url: str = URL, sha256: str = SHA256, opener=urllib.request.urlopen) -> None:
     """Fetch url into path, with a progress bar; the file appears only if its hash matches."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, opener(url) as response:
+        with atomic_write(path) as out, opener(url) as response:  # the cache is either absent or complete
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {path.name}",
                       disable=None) as bar:
@@ -39,17 +36,13 @@ def download(path: Path, url: str = URL, sha256: str = SHA256, opener=urllib.req
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-        if digest.hexdigest() != sha256:
-            raise UserError(
-                f"the file downloaded from {url} has sha256 {digest.hexdigest()}, expected {sha256}.\n"
-                + _where_to_put_it(path)
-            )
-        os.replace(tmp, path)  # atomic: the cache is either absent or complete
+            if digest.hexdigest() != sha256:
+                raise UserError(
+                    f"the file downloaded from {url} has sha256 {digest.hexdigest()}, expected {sha256}.\n"
+                    + _where_to_put_it(path)
+                )
     except (urllib.error.URLError, OSError) as e:
         raise UserError(f"could not download Tiny Shakespeare ({e}).\n" + _where_to_put_it(path)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_text(path=None, url: str = URL, opener=urllib.request.urlopen) -> str:

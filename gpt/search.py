@@ -9,14 +9,12 @@ this process, so they never compete for the CPU.
 import csv
 import dataclasses
 import io
-import os
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from .config import ScaleConfig
+from .files import atomic_write
 
 # Around what fits a 2-core CPU for minutes: 0.3 M to 2.7 M parameters.
 SPACE = {
@@ -63,12 +61,8 @@ def write_csv(rows: list[dict], path) -> None:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         f.write(buf.getvalue())
-    os.replace(tmp, path)
 
 
 def search(base: ScaleConfig, total_budget: float, trial_budget: float, out_csv, space: dict = SPACE,

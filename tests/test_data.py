@@ -1,10 +1,12 @@
 import hashlib
+import os
 
 import pytest
 import torch
 
 from gpt.data import SHA256, download, get_batch, load_dataset, load_text, train_val_split
 from gpt.errors import UserError
+from gpt.files import atomic_write
 from gpt.tokenizer import CharTokenizer
 
 
@@ -126,3 +128,30 @@ def test_any_text_file_works_with_its_own_vocabulary(small_text_file):
 def test_missing_data_file_is_named(tmp_path):
     with pytest.raises(UserError, match="no data file at"):
         load_text(tmp_path / "nope.txt")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "kept.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path, "w") as f:
+            f.write("half of the new")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+def test_atomic_write_gives_an_ordinary_file_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "new.txt", "w") as f:
+            f.write("new")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_write_to_a_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        with atomic_write(tmp_path, "w") as f:
+            f.write("x")
