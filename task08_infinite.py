@@ -13,6 +13,8 @@ lecture's `generate` does.
 """
 
 import argparse
+import itertools
+import math
 import os
 import sys
 
@@ -50,15 +52,19 @@ def main(argv=None, out=None) -> int:
         prompt = tokenizer.encode(args.prompt)
         if args.top_k is not None and args.top_k < 1:
             raise UserError("--top-k must be at least 1")
+        if not (math.isfinite(args.temperature) and args.temperature >= 0):
+            raise UserError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
+        if args.max_new_tokens is not None and args.max_new_tokens < 0:
+            raise UserError(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
         generator = torch.Generator().manual_seed(args.seed)
         tokens = stream(model, prompt, args.temperature, args.top_k, generator, use_cache=not args.no_cache)
+        if args.max_new_tokens is not None:
+            tokens = itertools.islice(tokens, args.max_new_tokens)
         try:
             out.write(args.prompt)
-            for n, token in enumerate(tokens, start=1):
+            for token in tokens:
                 out.write(tokenizer.itos[token])
                 out.flush()
-                if args.max_new_tokens is not None and n >= args.max_new_tokens:
-                    break
             out.write("\n")
             out.flush()
         except KeyboardInterrupt:  # the way to stop an endless stream: not an error

@@ -5,9 +5,22 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-def option(default, help: str):
-    """A config field with a default and the one line of help that `--help` shows for it."""
-    return field(default=default, metadata={"help": help})
+def option(default, help: str, valid=None):
+    """A config field with a default, the one line of help that `--help` shows for it, and optionally
+    a check of its value: valid(value) returns what is wrong with it, or None."""
+    return field(default=default, metadata={"help": help, "valid": valid})
+
+
+def at_least(low):
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def positive(v):
+    return None if v > 0 else "must be greater than 0"  # also false for nan
+
+
+def fraction(v):
+    return None if 0 <= v < 1 else "must be at least 0 and below 1"
 
 
 @dataclass
@@ -15,32 +28,33 @@ class Config:
     # data
     data: str = option("data/input.txt", "training text; the default is Tiny Shakespeare, downloaded if missing")
     # model
-    block_size: int = option(8, "context length: the most tokens the model sees at once")
-    n_embd: int = option(32, "embedding size (channels per token)")
-    n_head: int = option(4, "attention heads per layer (tasks 02 on)")
-    n_layer: int = option(3, "Transformer blocks (tasks 04 on)")
+    block_size: int = option(8, "context length: the most tokens the model sees at once", at_least(1))
+    n_embd: int = option(32, "embedding size (channels per token)", at_least(1))
+    n_head: int = option(4, "attention heads per layer (tasks 02 on)", at_least(1))
+    n_layer: int = option(3, "Transformer blocks (tasks 04 on)", at_least(1))
     # training
-    batch_size: int = option(32, "sequences per training step")
-    learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)")
-    max_iters: int = option(5000, "training steps")
-    eval_interval: int = option(500, "evaluate every this many steps (and at the last one)")
-    eval_iters: int = option(200, "batches per split averaged by each evaluation")
+    batch_size: int = option(32, "sequences per training step", at_least(1))
+    learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)", positive)
+    max_iters: int = option(5000, "training steps", at_least(1))
+    eval_interval: int = option(500, "evaluate every this many steps (and at the last one)", at_least(1))
+    eval_iters: int = option(200, "batches per split averaged by each evaluation", at_least(1))
     seed: int = option(1337, "random seed: the same seed gives the same run")
     device: str = option("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    threads: int = option(0, "CPU threads for PyTorch (0: PyTorch's default, one per core)")
-    sample_tokens: int = option(500, "characters to sample from the trained model")
+    threads: int = option(0, "CPU threads for PyTorch (0: PyTorch's default, one per core)", at_least(0))
+    sample_tokens: int = option(500, "characters to sample from the trained model", at_least(0))
 
 
 @dataclass
 class ScaleConfig(Config):
     """Config for the scaled-up GPT (tasks 07 and 09): adds the time budget, the schedule, speed
     switches and the checkpoint."""
-    dropout: float = option(0.0, "dropout probability during training")
+    dropout: float = option(0.0, "dropout probability during training", fraction)
     positions: str = option("learned", "position information: learned (a table, as in GPT-2) or rope (rotary, task 09)")
-    time_budget: float = option(0.0, "stop training after this many seconds, 0 for none; the schedule is laid over it")
+    time_budget: float = option(0.0, "stop training after this many seconds, 0 for none; the schedule is laid over it",
+                               at_least(0))
     schedule: str = option("constant", "learning rate schedule: constant, or cosine (linear warmup, cosine decay)")
-    warmup: float = option(0.05, "with --schedule cosine: fraction of the run spent warming up")
-    min_lr: float = option(1e-4, "with --schedule cosine: the learning rate at the end of the run")
+    warmup: float = option(0.05, "with --schedule cosine: fraction of the run spent warming up", fraction)
+    min_lr: float = option(1e-4, "with --schedule cosine: the learning rate at the end of the run", at_least(0))
     fast: bool = option(True, "on CUDA: bf16 autocast, TF32, flash attention (--no-fast: plain fp32, for comparison)")
     compile: bool = option(False, "torch.compile the model (pays off on a GPU for long runs)")
     checkpoint: str = option("checkpoints/task07.pt", "where the best model so far is saved ('' to not save)")
@@ -61,10 +75,15 @@ def parse_config(defaults: Config, argv=None, description: str | None = None,
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(),
-                                help=help_text)
+            kind = f.type if isinstance(f.type, type) else type(default)  # a float field may hold 570
+            parser.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(), help=help_text)
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    for f in dataclasses.fields(defaults):
+        valid = f.metadata.get("valid")
+        problem = valid(getattr(args, f.name)) if valid else None
+        if problem:
+            parser.error(f"--{f.name.replace('_', '-')} {problem} (got {getattr(args, f.name)})")  # exits with 2
     cfg = dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)})
     return cfg, args

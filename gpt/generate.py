@@ -34,7 +34,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     """One token per row from logits (B, V): temperature 0 (or top_k 1) is greedy."""
     if temperature <= 0 or top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits / temperature
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # shifted: no overflow for tiny temperatures
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT
 from gpt.checkpoint import save_checkpoint
-from gpt.generate import generate, kv_cache, stream
+from gpt.generate import generate, kv_cache, sample_next, stream
 from gpt.model import causal_attention, gpt_model
 from gpt.tokenizer import CharTokenizer
 
@@ -137,3 +137,29 @@ def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
     for way in med.values():
         assert way["chars_per_s"] > 0 and way["first_block_ms"] > 0 and way["last_block_ms"] > 0
     assert "x faster" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
+    (["--temperature", "nan"], "--temperature must be 0 (greedy) or more"),
+    (["--max-new-tokens", "-5"], "--max-new-tokens must be 0 or more"),
+    (["--top-k", "0"], "--top-k must be at least 1"),
+])
+def test_bad_sampling_settings_are_refused(checkpoint, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        task08_infinite.main(["--checkpoint", str(checkpoint), "--device", "cpu", *flags], out=io.StringIO())
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_max_new_tokens_is_exact_even_at_zero(checkpoint):
+    base = ["--checkpoint", str(checkpoint), "--device", "cpu", "--prompt", "AB"]
+    assert run_main(base + ["--max-new-tokens", "0"]) == "AB\n"
+    assert len(run_main(base + ["--max-new-tokens", "3"])) == len("AB") + 3 + 1
+
+
+def test_a_tiny_temperature_samples_the_likeliest_token():
+    logits = torch.tensor([[0.5, 3.0, -2.0, 2.9]])
+    for temperature in (1e-40, 1e-6):
+        token = sample_next(logits, temperature, generator=torch.Generator().manual_seed(0))
+        assert token.item() == 1

@@ -64,3 +64,22 @@ def test_indivisible_heads_is_a_clear_error(small_text_file):
     proc = run("task05.py", "--data", str(small_text_file), "--n-embd", "30", "--max-iters", "1")
     assert proc.returncode == 2
     assert "must be divisible by n_head" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script, flag, value, message", [
+    ("task01", "--batch-size", "0", "--batch-size must be at least 1 (got 0)"),
+    ("task01", "--block-size", "-3", "--block-size must be at least 1 (got -3)"),
+    ("task01", "--eval-interval", "0", "--eval-interval must be at least 1"),
+    ("task01", "--eval-iters", "0", "--eval-iters must be at least 1"),
+    ("task02", "--n-head", "0", "--n-head must be at least 1"),
+    ("task01", "--learning-rate", "nan", "--learning-rate must be greater than 0"),
+    ("task01", "--threads", "-1", "--threads must be at least 0"),
+    ("task07", "--dropout", "1.5", "--dropout must be at least 0 and below 1"),
+    ("task07", "--time-budget", "-1", "--time-budget must be at least 0"),
+])
+def test_out_of_range_settings_are_refused_before_anything_runs(script, flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(script).main([flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
