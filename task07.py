@@ -23,6 +23,7 @@ import sys
 import torch
 
 from gpt.config import ScaleConfig, parse_config
+from gpt.errors import UserError
 from gpt.run import friendly_errors
 from gpt.scale import print_sample, train_gpt
 from gpt.search import search
@@ -53,7 +54,9 @@ def choose_preset(argv) -> tuple[str, str]:
 def extra_flags(parser):
     parser.add_argument("--preset", choices=sorted(PRESETS), help="starting configuration; flags override it")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    parser.add_argument("--search", action="store_true", help="run the hyperparameter search instead of training")
+    parser.add_argument("--overwrite", action="store_true", help="replace the model already saved at --checkpoint")
+    parser.add_argument("--search", action="store_true",
+                        help="run the hyperparameter search instead of training (every trial uses --schedule cosine)")
     parser.add_argument("--search-budget", type=float, default=1800, help="search: total seconds (default: 1800)")
     parser.add_argument("--trial-budget", type=float, default=150, help="search: seconds per trial (default: 150)")
     parser.add_argument("--confirm-seeds", type=int, default=2,
@@ -66,11 +69,13 @@ def main(argv=None):
     cfg, args = parse_config(PRESETS[preset], argv, description=__doc__, extra=extra_flags)
     with friendly_errors():
         if args.search:
+            if args.trial_budget <= 0 or args.search_budget <= 0 or args.confirm_seeds < 0:
+                raise UserError("--search-budget and --trial-budget must be more than 0 seconds, --confirm-seeds 0 or more")
             print(f"searching for {args.search_budget:.0f}s, {args.trial_budget:.0f}s per trial, from the {preset} preset")
             return search(dataclasses.replace(cfg, schedule="cosine"), args.search_budget, args.trial_budget,
                           args.search_out, confirm_seeds=args.confirm_seeds)
         print(f"preset: {preset} ({why})")
-        result = train_gpt(cfg, resume=args.resume)
+        result = train_gpt(cfg, resume=args.resume, overwrite=args.overwrite)
         best = result["best"]
         if cfg.checkpoint and best["iter"] is not None:
             print(f"best val loss {best['val']:.4f} at iteration {best['iter']}, saved to {cfg.checkpoint}")

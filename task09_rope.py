@@ -25,6 +25,7 @@ import statistics
 import sys
 
 from gpt.config import parse_config
+from gpt.errors import UserError
 from gpt.run import friendly_errors
 from gpt.scale import print_sample, train_gpt
 from task07 import PRESETS
@@ -35,9 +36,10 @@ CONFIG = dataclasses.replace(PRESETS["cpu"], positions="rope", checkpoint="check
 def extra_flags(parser):
     parser.add_argument("--compare", action="store_true", help="also train learned positions, same seed and budget")
     parser.add_argument("--seeds", type=int, default=1, help="with --compare: seeds per arm (default: 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the model already saved at --checkpoint")
 
 
-def compare(cfg, seeds: int) -> dict:
+def compare(cfg, seeds: int, overwrite: bool = False) -> dict:
     """Both arms for each seed, one after the other; the RoPE arm of the first seed keeps the checkpoint."""
     finals = {"learned": [], "rope": []}
     for i in range(seeds):
@@ -46,7 +48,7 @@ def compare(cfg, seeds: int) -> dict:
             print(f"\n=== positions={arm}, seed {seed} ===", flush=True)
             run_cfg = dataclasses.replace(cfg, seed=seed, positions=arm,
                                           checkpoint=cfg.checkpoint if arm == "rope" and i == 0 else "")
-            result = train_gpt(run_cfg)
+            result = train_gpt(run_cfg, overwrite=overwrite)
             finals[arm].append(result["history"][-1]["val"])
     print("\n| seed | learned | rope | rope - learned |\n|---|---|---|---|")
     for i in range(seeds):
@@ -63,10 +65,14 @@ def compare(cfg, seeds: int) -> dict:
 def main(argv=None):
     cfg, args = parse_config(CONFIG, argv, description=__doc__, extra=extra_flags)
     with friendly_errors():
+        if args.seeds < 1:
+            raise UserError(f"--seeds must be at least 1, got {args.seeds}")
         if args.compare:
-            return compare(cfg, args.seeds)
-        result = train_gpt(cfg)
-        print(f"best val loss {result['best']['val']:.4f} at iteration {result['best']['iter']}, saved to {cfg.checkpoint}")
+            return compare(cfg, args.seeds, args.overwrite)
+        result = train_gpt(cfg, overwrite=args.overwrite)
+        best = result["best"]
+        if cfg.checkpoint and best["iter"] is not None:
+            print(f"best val loss {best['val']:.4f} at iteration {best['iter']}, saved to {cfg.checkpoint}")
         result["sample"] = print_sample(result, cfg)
         return result
 

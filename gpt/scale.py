@@ -50,8 +50,14 @@ def say(line: str) -> None:
 
 
 def train_gpt(cfg: ScaleConfig, resume: bool = False, log=say, progress: bool | None = None,
-              eval_first: bool = True) -> dict:
-    """Train (or resume) the GPT that cfg describes, saving the best model to cfg.checkpoint."""
+              eval_first: bool = True, overwrite: bool = False) -> dict:
+    """Train (or resume) the GPT that cfg describes, saving the best model to cfg.checkpoint.
+
+    A new run does not replace a model already saved there unless overwrite is set: that file may be
+    the one task 08 streams from, and ten minutes of training are easy to lose to a quick experiment."""
+    if cfg.checkpoint and not resume and not overwrite and Path(cfg.checkpoint).exists():
+        raise UserError(f"{cfg.checkpoint} already holds a model. Continue training it with --resume, replace it "
+                        f"with --overwrite, or save this run elsewhere with --checkpoint PATH ('' for nowhere).")
     device = setup(cfg)
     tokenizer, train_ids, val_ids = load_dataset(cfg.data)
     model_config = {k: getattr(cfg, k) for k in MODEL_FIELDS}

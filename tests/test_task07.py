@@ -9,7 +9,7 @@ from gpt.checkpoint import load_checkpoint, save_checkpoint
 from gpt.config import ScaleConfig
 from gpt.errors import UserError
 from gpt.scale import model_from_checkpoint, train_gpt
-from gpt.search import SPACE, search
+from gpt.search import SPACE, search, write_csv
 from gpt.train import lr_at, make_optimizer, train
 from gpt.model import gpt_model
 
@@ -55,7 +55,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint_loadable(tmp_path, mon
     assert os.listdir(tmp_path) == ["task07.pt"], "the temporary file must be cleaned up"
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a checkpoint at all"])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a checkpoint at all", b"hello", b"abc"])
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path, content):
     path = tmp_path / "task07.pt"
     path.write_bytes(content)
@@ -70,6 +70,24 @@ def test_foreign_and_missing_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(foreign)
     with pytest.raises(UserError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt", how_to_make_one="Run python task07.py")
+
+
+def test_a_new_run_does_not_replace_a_saved_model(tmp_path, small_text_file):
+    cfg = tiny(tmp_path, small_text_file)
+    train_gpt(cfg, log=quiet, progress=False)
+    saved = load_checkpoint(cfg.checkpoint)
+    with pytest.raises(UserError, match="already holds a model.*--resume.*--overwrite"):
+        train_gpt(cfg, log=quiet, progress=False)
+    assert torch.equal(load_checkpoint(cfg.checkpoint)["model"]["lm_head.weight"], saved["model"]["lm_head.weight"])
+    train_gpt(dataclasses.replace(cfg, seed=cfg.seed + 1), log=quiet, progress=False, overwrite=True)
+    replaced = load_checkpoint(cfg.checkpoint)
+    assert replaced["config"]["seed"] == cfg.seed + 1
+
+
+def test_search_results_to_a_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        write_csv([], tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_continues_from_the_saved_iteration(tmp_path, small_text_file):
@@ -136,8 +154,8 @@ def test_search_runs_end_to_end(tmp_path, small_text_file):
              "n_head": [2, 4], "n_layer": [1], "dropout": [0.0]}
     base = tiny(tmp_path, small_text_file, eval_iters=1, checkpoint="")
     out = tmp_path / "search.csv"
-    rows = search(base, total_budget=1.5, trial_budget=0.4, out_csv=out, space=space, confirm_seeds=1, log=quiet)
-    assert len(rows) >= 3 + 2  # at least three trials, then the best two once more
+    rows = search(base, total_budget=4.0, trial_budget=0.4, out_csv=out, space=space, confirm_seeds=1, log=quiet)
+    assert len(rows) >= 3 + 2  # at least three trials (room for 0.9 s of overhead each), then the best two again
     trials = [r for r in rows if r["seed"] == base.seed]
     assert [r["val_loss"] for r in trials] == sorted(r["val_loss"] for r in trials)
     lines = out.read_text().splitlines()
