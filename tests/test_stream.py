@@ -1,5 +1,6 @@
 import io
 import itertools
+import re
 import signal
 import subprocess
 import sys
@@ -136,7 +137,10 @@ def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
     assert set(med) == {True, False}
     for way in med.values():
         assert way["chars_per_s"] > 0 and way["first_block_ms"] > 0 and way["last_block_ms"] > 0
-    assert "x faster" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    ratio = float(re.search(r"-> (\d+\.\d+)x faster", out).group(1))
+    assert ratio == pytest.approx(med[True]["chars_per_s"] / med[False]["chars_per_s"], abs=0.01)
+    assert f"{2 * BS} characters per stream" in out  # blocks * block_size, as asked for
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -137,10 +137,17 @@ def test_gpu_code_path_runs_on_cpu_with_the_same_flags(tmp_path, small_text_file
     torch.manual_seed(0)
     model = gpt_model(20, 16, 16, 2, 2, dropout=0.2)
     data = torch.arange(3000) % 20
-    history = train(model, make_optimizer(model, 3e-3), data, data, batch_size=4, block_size=16, max_iters=6,
+    optimizer = make_optimizer(model, 3e-3)
+    before = model.lm_head.weight.detach().clone()
+    dtypes = []
+    model.lm_head.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    history = train(model, optimizer, data, data, batch_size=4, block_size=16, max_iters=6,
                     eval_interval=5, eval_iters=2, seed=0, amp_dtype=torch.bfloat16)
     assert [r["iter"] for r in history] == [0, 5]
     assert all(torch.isfinite(torch.tensor(r["val"])) for r in history)
+    assert optimizer.defaults["fused"] is True
+    assert dtypes and set(dtypes) == {torch.bfloat16}, "every forward pass ran under bf16 autocast"
+    assert model.lm_head.weight.dtype == torch.float32 and not torch.equal(model.lm_head.weight, before)
 
 
 @pytest.mark.slow
