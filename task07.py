@@ -76,9 +76,6 @@ def main(argv=None):
                           args.search_out, confirm_seeds=args.confirm_seeds)
         print(f"preset: {preset} ({why})")
         result = train_gpt(cfg, resume=args.resume, overwrite=args.overwrite)
-        best = result["best"]
-        if cfg.checkpoint and best["iter"] is not None:
-            print(f"best val loss {best['val']:.4f} at iteration {best['iter']}, saved to {cfg.checkpoint}")
         result["sample"] = print_sample(result, cfg)
     return result
 

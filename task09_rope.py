@@ -70,9 +70,6 @@ def main(argv=None):
         if args.compare:
             return compare(cfg, args.seeds, args.overwrite)
         result = train_gpt(cfg, overwrite=args.overwrite)
-        best = result["best"]
-        if cfg.checkpoint and best["iter"] is not None:
-            print(f"best val loss {best['val']:.4f} at iteration {best['iter']}, saved to {cfg.checkpoint}")
         result["sample"] = print_sample(result, cfg)
         return result
 

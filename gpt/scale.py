@@ -123,6 +123,10 @@ def train_gpt(cfg: ScaleConfig, resume: bool = False, log=say, progress: bool | 
 
 
 def print_sample(result: dict, cfg: ScaleConfig) -> str:
+    """Where the best model went (if it was saved), then a sample from it in the course's format."""
+    best = result["best"]
+    if cfg.checkpoint and best["iter"] is not None:
+        print(f"best val loss {best['val']:.4f} at iteration {best['iter']}, saved to {cfg.checkpoint}")
     sample = sample_text(result["model"], result["tokenizer"], cfg.sample_tokens, result["device"], cfg.seed)
     print(f"\nSampling {cfg.sample_tokens} tokens from a trained model: ")
     print(sample)
