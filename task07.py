@@ -22,8 +22,7 @@ import sys
 
 import torch
 
-from gpt.config import ScaleConfig, parse_config
-from gpt.errors import UserError
+from gpt.config import ScaleConfig, at_least, checked, parse_config, positive
 from gpt.run import friendly_errors
 from gpt.scale import print_sample, train_gpt
 from gpt.search import search
@@ -57,9 +56,9 @@ def extra_flags(parser):
     parser.add_argument("--overwrite", action="store_true", help="replace the model already saved at --checkpoint")
     parser.add_argument("--search", action="store_true",
                         help="run the hyperparameter search instead of training (every trial uses --schedule cosine)")
-    parser.add_argument("--search-budget", type=float, default=1800, help="search: total seconds (default: 1800)")
-    parser.add_argument("--trial-budget", type=float, default=150, help="search: seconds per trial (default: 150)")
-    parser.add_argument("--confirm-seeds", type=int, default=2,
+    parser.add_argument("--search-budget", type=checked(float, positive), default=1800, help="search: total seconds (default: 1800)")
+    parser.add_argument("--trial-budget", type=checked(float, positive), default=150, help="search: seconds per trial (default: 150)")
+    parser.add_argument("--confirm-seeds", type=checked(int, at_least(0)), default=2,
                         help="search: rerun the two best with this many more seeds (default: 2)")
     parser.add_argument("--search-out", default="runs/task07_search.csv", help="search: CSV of all trials")
 
@@ -69,8 +68,6 @@ def main(argv=None):
     cfg, args = parse_config(PRESETS[preset], argv, description=__doc__, extra=extra_flags)
     with friendly_errors():
         if args.search:
-            if args.trial_budget <= 0 or args.search_budget <= 0 or args.confirm_seeds < 0:
-                raise UserError("--search-budget and --trial-budget must be more than 0 seconds, --confirm-seeds 0 or more")
             print(f"searching for {args.search_budget:.0f}s, {args.trial_budget:.0f}s per trial, from the {preset} preset")
             return search(dataclasses.replace(cfg, schedule="cosine"), args.search_budget, args.trial_budget,
                           args.search_out, confirm_seeds=args.confirm_seeds)

@@ -14,14 +14,13 @@ lecture's `generate` does.
 
 import argparse
 import itertools
-import math
 import os
 import sys
 
 import torch
 
 from gpt.checkpoint import load_checkpoint
-from gpt.errors import UserError
+from gpt.config import at_least, checked
 from gpt.generate import stream
 from gpt.run import friendly_errors
 from gpt.scale import model_from_checkpoint
@@ -32,10 +31,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/task07.pt", help="model to stream from (default: %(default)s)")
     p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
-    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer, above 1: wilder, 0: greedy (default: 1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest characters")
+    p.add_argument("--temperature", type=checked(float, at_least(0)), default=1.0, help="below 1: safer, above 1: wilder, 0: greedy (default: 1.0)")
+    p.add_argument("--top-k", type=checked(int, at_least(1)), default=None, help="sample only among the k likeliest characters")
     p.add_argument("--seed", type=int, default=1337, help="the same seed gives the same stream (default: 1337)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="stop after this many characters (default: never)")
+    p.add_argument("--max-new-tokens", type=checked(int, at_least(0)), default=None, help="stop after this many characters (default: never)")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context for every character (slow)")
     return p.parse_args(argv)
@@ -50,12 +49,6 @@ def main(argv=None, out=None) -> int:
             "Train one first: python task07.py (about 10 minutes on a CPU), then run this again."))
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)
-        if args.top_k is not None and args.top_k < 1:
-            raise UserError("--top-k must be at least 1")
-        if not (math.isfinite(args.temperature) and args.temperature >= 0):
-            raise UserError(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
-        if args.max_new_tokens is not None and args.max_new_tokens < 0:
-            raise UserError(f"--max-new-tokens must be 0 or more, got {args.max_new_tokens}")
         generator = torch.Generator().manual_seed(args.seed)
         tokens = stream(model, prompt, args.temperature, args.top_k, generator, use_cache=not args.no_cache)
         if args.max_new_tokens is not None:

@@ -24,8 +24,7 @@ import dataclasses
 import statistics
 import sys
 
-from gpt.config import parse_config
-from gpt.errors import UserError
+from gpt.config import at_least, checked, parse_config
 from gpt.run import friendly_errors
 from gpt.scale import print_sample, train_gpt
 from task07 import PRESETS
@@ -35,7 +34,7 @@ CONFIG = dataclasses.replace(PRESETS["cpu"], positions="rope", checkpoint="check
 
 def extra_flags(parser):
     parser.add_argument("--compare", action="store_true", help="also train learned positions, same seed and budget")
-    parser.add_argument("--seeds", type=int, default=1, help="with --compare: seeds per arm (default: 1)")
+    parser.add_argument("--seeds", type=checked(int, at_least(1)), default=1, help="with --compare: seeds per arm (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace the model already saved at --checkpoint")
 
 
@@ -65,8 +64,6 @@ def compare(cfg, seeds: int, overwrite: bool = False) -> dict:
 def main(argv=None):
     cfg, args = parse_config(CONFIG, argv, description=__doc__, extra=extra_flags)
     with friendly_errors():
-        if args.seeds < 1:
-            raise UserError(f"--seeds must be at least 1, got {args.seeds}")
         if args.compare:
             return compare(cfg, args.seeds, args.overwrite)
         result = train_gpt(cfg, overwrite=args.overwrite)

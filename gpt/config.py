@@ -23,6 +23,19 @@ def fraction(v):
     return None if 0 <= v < 1 else "must be at least 0 and below 1"
 
 
+def checked(kind, valid):
+    """An argparse type for any flag: parse the text with kind, then refuse what valid objects to, so
+    argparse exits with status 2 and a message naming the flag."""
+    def parse(text):
+        value = kind(text)
+        problem = valid(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem} (got {text})")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
 @dataclass
 class Config:
     # data
@@ -76,14 +89,11 @@ def parse_config(defaults: Config, argv=None, description: str | None = None,
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
             kind = f.type if isinstance(f.type, type) else type(default)  # a float field may hold 570
-            parser.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(), help=help_text)
+            valid = f.metadata.get("valid")
+            parser.add_argument(flag, type=checked(kind, valid) if valid else kind, default=default,
+                                metavar=kind.__name__.upper(), help=help_text)
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
-    for f in dataclasses.fields(defaults):
-        valid = f.metadata.get("valid")
-        problem = valid(getattr(args, f.name)) if valid else None
-        if problem:
-            parser.error(f"--{f.name.replace('_', '-')} {problem} (got {getattr(args, f.name)})")  # exits with 2
     cfg = dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)})
     return cfg, args

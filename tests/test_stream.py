@@ -144,10 +144,10 @@ def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
-    (["--temperature", "nan"], "--temperature must be 0 (greedy) or more"),
-    (["--max-new-tokens", "-5"], "--max-new-tokens must be 0 or more"),
-    (["--top-k", "0"], "--top-k must be at least 1"),
+    (["--temperature", "-1"], "argument --temperature: must be at least 0 (got -1)"),
+    (["--temperature", "nan"], "argument --temperature: must be at least 0 (got nan)"),
+    (["--max-new-tokens", "-5"], "argument --max-new-tokens: must be at least 0 (got -5)"),
+    (["--top-k", "0"], "argument --top-k: must be at least 1 (got 0)"),
 ])
 def test_bad_sampling_settings_are_refused(checkpoint, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -67,15 +67,17 @@ def test_indivisible_heads_is_a_clear_error(small_text_file):
 
 
 @pytest.mark.parametrize("script, flag, value, message", [
-    ("task01", "--batch-size", "0", "--batch-size must be at least 1 (got 0)"),
-    ("task01", "--block-size", "-3", "--block-size must be at least 1 (got -3)"),
-    ("task01", "--eval-interval", "0", "--eval-interval must be at least 1"),
-    ("task01", "--eval-iters", "0", "--eval-iters must be at least 1"),
-    ("task02", "--n-head", "0", "--n-head must be at least 1"),
-    ("task01", "--learning-rate", "nan", "--learning-rate must be greater than 0"),
-    ("task01", "--threads", "-1", "--threads must be at least 0"),
-    ("task07", "--dropout", "1.5", "--dropout must be at least 0 and below 1"),
-    ("task07", "--time-budget", "-1", "--time-budget must be at least 0"),
+    ("task01", "--batch-size", "0", "argument --batch-size: must be at least 1 (got 0)"),
+    ("task01", "--block-size", "-3", "argument --block-size: must be at least 1 (got -3)"),
+    ("task01", "--eval-interval", "0", "argument --eval-interval: must be at least 1"),
+    ("task01", "--eval-iters", "0", "argument --eval-iters: must be at least 1"),
+    ("task02", "--n-head", "0", "argument --n-head: must be at least 1"),
+    ("task01", "--learning-rate", "nan", "argument --learning-rate: must be greater than 0"),
+    ("task01", "--threads", "-1", "argument --threads: must be at least 0"),
+    ("task07", "--dropout", "1.5", "argument --dropout: must be at least 0 and below 1"),
+    ("task07", "--time-budget", "-1", "argument --time-budget: must be at least 0"),
+    ("task07", "--trial-budget", "0", "argument --trial-budget: must be greater than 0"),
+    ("task09_rope", "--seeds", "0", "argument --seeds: must be at least 1 (got 0)"),
 ])
 def test_out_of_range_settings_are_refused_before_anything_runs(script, flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
