@@ -12,25 +12,24 @@ Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture", htt
 
 import torch.nn as nn
 
-from gpt import MLP, Block, Config, LanguageModel, MultiHeadAttention, run_task
+from gpt.config import StackConfig
+from gpt.model import MLP, LanguageModel, PreLNBlock, ProjectedAttention
+from gpt.run import run_task
 
-CONFIG = Config(batch_size=32, block_size=8, n_embd=32, n_head=4, n_layer=3, learning_rate=1e-3,
-                max_iters=5000, seed=1337)
+CONFIG = StackConfig(batch_size=32, block_size=8, n_embd=32, n_head=4, n_layer=3, learning_rate=1e-3,
+                     max_iters=5000, seed=1337)
 
 
-def build_model(cfg: Config, vocab_size: int) -> LanguageModel:
+def build_model(cfg: StackConfig, vocab_size: int) -> LanguageModel:
     body = nn.Sequential(*[
-        Block(cfg.n_embd,
-              MultiHeadAttention(cfg.n_embd, cfg.n_head, cfg.block_size, proj=True),
-              MLP(cfg.n_embd),
-              layout="pre_ln")
+        PreLNBlock(ProjectedAttention(cfg.n_embd, cfg.n_head), MLP(cfg.n_embd), cfg.n_embd)
         for _ in range(cfg.n_layer)
-    ])
-    return LanguageModel(vocab_size, cfg.block_size, cfg.n_embd, body=body, final_norm=True)
+    ], nn.LayerNorm(cfg.n_embd))  # and a final LayerNorm before the linear head
+    return LanguageModel(vocab_size, cfg.block_size, cfg.n_embd, body=body)
 
 
 def main(argv=None):
-    return run_task(build_model, CONFIG, argv, description=__doc__)
+    return run_task("task06", build_model, CONFIG, argv, description=__doc__)
 
 
 if __name__ == "__main__":

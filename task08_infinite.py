@@ -1,13 +1,15 @@
 """Task 08: infinite Shakespeare, streamed from the best model until you press Ctrl-C.
 
-Loads the best checkpoint (task 07's by default) and prints one character at a time, as fast as
-the model produces them, forever. Each new character costs one forward pass of one position: the
-attention layers keep the keys and values of the characters before it (a key/value cache, see
-`gpt.generate.stream`), instead of recomputing the whole context for every character as the
-lecture's `generate` does.
+Loads a checkpoint (task 07's by default) and prints one character at a time, as fast as the model
+produces them, forever. Each new character costs one forward pass of one position: the attention
+layers keep the keys and values of the characters before it (a key/value cache, gpt/kv_cache.py),
+instead of recomputing the whole context for every character as the lecture's `generate` does.
+From a rotary model (task 09) the window slides one character at a time, so that every character
+sees a full block_size of context; from a model with learned positions it restarts from its newest
+half whenever it is full.
 
     python task08_infinite.py                          # Ctrl-C to stop
-    python task08_infinite.py --prompt "ROMEO:" --temperature 0.8 --seed 7
+    python task08_infinite.py --prompt "ROMEO:" --temperature 0.8 --top-p 0.9 --seed 7
     python task08_infinite.py --max-new-tokens 2000 > sonnet.txt
     python task08_infinite.py --checkpoint checkpoints/task09.pt
 """
@@ -19,24 +21,28 @@ import sys
 
 import torch
 
-from gpt.checkpoint import load_checkpoint
-from gpt.config import at_least, checked
+from gpt.checkpoint import load_checkpoint, model_from_checkpoint
+from gpt.config import at_least, checked, probability
 from gpt.generate import stream
 from gpt.run import friendly_errors
-from gpt.scale import model_from_checkpoint
-from gpt.train import resolve_device
+from gpt.train import DEVICES, resolve_device
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/task07.pt", help="model to stream from (default: %(default)s)")
     p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
-    p.add_argument("--temperature", type=checked(float, at_least(0)), default=1.0, help="below 1: safer, above 1: wilder, 0: greedy (default: 1.0)")
-    p.add_argument("--top-k", type=checked(int, at_least(1)), default=None, help="sample only among the k likeliest characters")
+    p.add_argument("--temperature", type=checked(float, at_least(0)), default=1.0,
+                   help="below 1: safer, above 1: wilder, 0: greedy (default: 1.0)")
+    p.add_argument("--top-k", type=checked(int, at_least(1)), default=None, help="sample only among the k likeliest tokens")
+    p.add_argument("--top-p", type=checked(float, probability), default=None,
+                   help="sample only among the likeliest tokens whose probabilities add up to p (0 < p <= 1)")
     p.add_argument("--seed", type=int, default=1337, help="the same seed gives the same stream (default: 1337)")
-    p.add_argument("--max-new-tokens", type=checked(int, at_least(0)), default=None, help="stop after this many characters (default: never)")
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default: auto)")
-    p.add_argument("--no-cache", action="store_true", help="recompute the whole context for every character (slow)")
+    p.add_argument("--max-new-tokens", type=checked(int, at_least(0)), default=None,
+                   help="stop after this many tokens (default: never)")
+    p.add_argument("--device", type=checked(str, choices=DEVICES), default="auto",
+                   help="auto (cuda, then mps, then cpu), cuda, mps or cpu (default: auto)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token (slow)")
     return p.parse_args(argv)
 
 
@@ -46,17 +52,18 @@ def main(argv=None, out=None) -> int:
     with friendly_errors():
         device = resolve_device(args.device)
         ckpt = load_checkpoint(args.checkpoint, map_location=device, how_to_make_one=(
-            "Train one first: python task07.py (about 10 minutes on a CPU), then run this again."))
+            "Train one first: python task07.py (under 10 minutes on a CPU), then run this again."))
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)
         generator = torch.Generator().manual_seed(args.seed)
-        tokens = stream(model, prompt, args.temperature, args.top_k, generator, use_cache=not args.no_cache)
+        tokens = stream(model, prompt, args.temperature, args.top_k, args.top_p, generator, use_cache=not args.no_cache)
         if args.max_new_tokens is not None:
             tokens = itertools.islice(tokens, args.max_new_tokens)
+        text_of = tokenizer.stream_decoder()
         try:
             out.write(args.prompt)
             for token in tokens:
-                out.write(tokenizer.itos[token])
+                out.write(text_of(token))
                 out.flush()
             out.write("\n")
             out.flush()

@@ -1,16 +1,12 @@
-"""A character-level GPT, built one idea at a time: the parts that tasks 01-09 compose."""
+"""A character-level GPT, built one idea at a time: the parts that tasks 00-09 compose.
 
-from .config import Config, parse_config
-from .data import get_batch, load_dataset, load_text
-from .errors import UserError
-from .generate import generate
-from .model import MLP, AttentionHead, Block, FeedForward, LanguageModel, MultiHeadAttention, count_parameters
-from .run import run_task
-from .tokenizer import CharTokenizer
-from .train import estimate_loss, make_optimizer, train
-
-__all__ = [
-    "Config", "parse_config", "get_batch", "load_dataset", "load_text", "UserError", "generate",
-    "MLP", "AttentionHead", "Block", "FeedForward", "LanguageModel", "MultiHeadAttention",
-    "count_parameters", "run_task", "CharTokenizer", "estimate_loss", "make_optimizer", "train",
-]
+    model.py       the course's ideas, one class each (task 00 to task 07)
+    kv_cache.py    task 08's key/value cache       modern.py   task 09's rotary positions and other changes
+    config.py      the settings of a run           data.py     Tiny Shakespeare, split, batches
+    tokenizer.py   characters, and byte-level BPE  train.py    the one training loop, loss estimate, optimizer
+    run.py         what every task does around its model: train, report, draw, sample
+    generate.py    sampling and streaming          measures.py loss, perplexity, bits per character, accuracy
+    checkpoint.py  saving and loading models       presets.py  task 07's and 09's runs, and the search
+    search.py      grids and the search            plots.py    loss curves and attention maps
+    report.py      the whole course in one picture and one table (python -m gpt.report)
+"""

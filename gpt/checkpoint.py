@@ -1,4 +1,5 @@
-"""Checkpoints: everything needed to use or resume a model, written atomically and read safely."""
+"""Checkpoints: everything needed to use a model alone or to continue its training exactly, written
+atomically and read safely (weights only: loading a checkpoint never runs code from it)."""
 
 from pathlib import Path
 
@@ -6,8 +7,12 @@ import torch
 
 from .errors import UserError
 from .files import atomic_write
+from .model import GPT
+from .modern import ModernGPT
+from .tokenizer import tokenizer_from_dict
 
-FORMAT = "gpt-curriculum-checkpoint/1"
+FORMAT = "gpt-curriculum-checkpoint/2"
+MODELS = {"GPT": GPT, "ModernGPT": ModernGPT}  # the models a checkpoint can rebuild, by class name
 
 
 def save_checkpoint(path, payload: dict) -> None:
@@ -26,6 +31,24 @@ def load_checkpoint(path, map_location="cpu", how_to_make_one: str = "") -> dict
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # the unpickler fails in many ways on a file it did not write
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}{hint}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or not str(ckpt.get("format", "")).startswith("gpt-curriculum-checkpoint/"):
         raise UserError(f"{path} is not a checkpoint of this project (no {FORMAT!r} marker).{hint}")
+    if ckpt["format"] != FORMAT:
+        raise UserError(f"{path} was written by an older version of this project ({ckpt['format']}); "
+                        f"train it again to make one this version reads.{hint}")
     return ckpt
+
+
+def model_payload(model) -> dict:
+    """How to rebuild model: its class and the plain values it was made with."""
+    name = type(model).__name__
+    if name not in MODELS:
+        raise UserError(f"a {name} can't be saved in a checkpoint; only {', '.join(MODELS)} can")
+    return {"model_class": name, "model_args": model.args, "model": model.state_dict()}
+
+
+def model_from_checkpoint(ckpt: dict, device: str = "cpu"):
+    """The model (in eval mode) and the tokenizer a checkpoint holds."""
+    model = MODELS[ckpt["model_class"]](**ckpt["model_args"]).to(device)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), tokenizer_from_dict(ckpt["tokenizer"])

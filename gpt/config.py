@@ -1,14 +1,24 @@
-"""One config dataclass for every step, and a command line generated from it."""
+"""The settings of a run, and a command line generated from them.
+
+One dataclass per step that adds settings, each extending the one before, so that a task offers
+(and prints) exactly the settings its model uses: task 00 has no n_embd, task 01 no n_head, tasks
+02-03 no n_layer. Every field is a flag named like it (`--max-iters 200`), with its default and its
+one line of help in `--help`. A value out of range, or a choice that isn't one, fails when the
+config is made, with a message that says what is allowed.
+"""
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
+from .errors import UserError
 
-def option(default, help: str, valid=None):
-    """A config field with a default, the one line of help that `--help` shows for it, and optionally
-    a check of its value: valid(value) returns what is wrong with it, or None."""
-    return field(default=default, metadata={"help": help, "valid": valid})
+
+def option(default, help: str, valid=None, choices: tuple | None = None):
+    """A config field with a default, the line of help that `--help` shows for it, and optionally a
+    check of its value: valid(value) returns what is wrong with it, or None; or a tuple of choices."""
+    return field(default=default, metadata={"help": help, "valid": valid, "choices": choices})
 
 
 def at_least(low):
@@ -23,12 +33,26 @@ def fraction(v):
     return None if 0 <= v < 1 else "must be at least 0 and below 1"
 
 
-def checked(kind, valid):
-    """An argparse type for any flag: parse the text with kind, then refuse what valid objects to, so
-    argparse exits with status 2 and a message naming the flag."""
+def probability(v):
+    return None if 0 < v <= 1 else "must be greater than 0 and at most 1"
+
+
+def finite_at_least(low):
+    return lambda v: None if math.isfinite(v) and v >= low else f"must be a number of at least {low}"
+
+
+def problem_with(value, valid=None, choices=None) -> str | None:
+    if choices is not None and value not in choices:
+        return f"unknown choice {value!r}; choose one of {', '.join(map(str, choices))}"
+    return valid(value) if valid is not None else None
+
+
+def checked(kind, valid=None, choices=None):
+    """An argparse type for any flag: parse the text with kind, then refuse what valid or choices
+    object to, so that argparse exits with status 2 and a message naming the flag."""
     def parse(text):
         value = kind(text)
-        problem = valid(value)
+        problem = problem_with(value, valid, choices)
         if problem:
             raise argparse.ArgumentTypeError(f"{problem} (got {text})")
         return value
@@ -37,63 +61,113 @@ def checked(kind, valid):
 
 
 @dataclass
-class Config:
-    # data
+class TrainConfig:
+    """What every task sets: the data, the training run and the sample (task 00's bigram needs no more)."""
     data: str = option("data/input.txt", "training text; the default is Tiny Shakespeare, downloaded if missing")
-    # model
     block_size: int = option(8, "context length: the most tokens the model sees at once", at_least(1))
-    n_embd: int = option(32, "embedding size (channels per token)", at_least(1))
-    n_head: int = option(4, "attention heads per layer (tasks 02 on)", at_least(1))
-    n_layer: int = option(3, "Transformer blocks (tasks 04 on)", at_least(1))
-    # training
     batch_size: int = option(32, "sequences per training step", at_least(1))
     learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)", positive)
     max_iters: int = option(5000, "training steps", at_least(1))
-    eval_interval: int = option(500, "evaluate every this many steps (and at the last one)", at_least(1))
+    eval_interval: int = option(500, "evaluate every this many steps", at_least(1))
     eval_iters: int = option(200, "batches per split averaged by each evaluation", at_least(1))
     seed: int = option(1337, "random seed: the same seed gives the same run")
-    device: str = option("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    threads: int = option(0, "CPU threads for PyTorch (0: PyTorch's default, one per core)", at_least(0))
+    device: str = option("auto", "where to train: auto picks cuda, then mps, then cpu",
+                         choices=("auto", "cuda", "mps", "cpu"))
     sample_tokens: int = option(500, "characters to sample from the trained model", at_least(0))
+    runs: str = option("runs", "folder for the run's history, loss curve and attention map ('' for none)")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            problem = problem_with(getattr(self, f.name), f.metadata.get("valid"), f.metadata.get("choices"))
+            if problem:
+                raise UserError(f"{f.name}: {problem}")
 
 
 @dataclass
-class ScaleConfig(Config):
-    """Config for the scaled-up GPT (tasks 07 and 09): adds the time budget, the schedule, speed
-    switches and the checkpoint."""
+class HeadConfig(TrainConfig):
+    """Task 01 adds the embedding: each token becomes a vector of n_embd channels."""
+    n_embd: int = option(32, "embedding size (channels per token)", at_least(1))
+
+
+@dataclass
+class MultiHeadConfig(HeadConfig):
+    """Tasks 02-03 split attention into heads."""
+    n_head: int = option(4, "attention heads, each of size n_embd // n_head", at_least(1))
+
+
+@dataclass
+class StackConfig(MultiHeadConfig):
+    """Tasks 04-06 stack blocks."""
+    n_layer: int = option(3, "blocks stacked one on top of the other", at_least(1))
+
+
+@dataclass
+class GPTConfig(StackConfig):
+    """Task 07 (and 09): the GPT at scale, with dropout, a schedule, checkpoints and a subword tokenizer."""
     dropout: float = option(0.0, "dropout probability during training", fraction)
-    positions: str = option("learned", "position information: learned (a table, as in GPT-2) or rope (rotary, task 09)")
-    time_budget: float = option(0.0, "stop training after this many seconds, 0 for none; the schedule is laid over it",
-                               at_least(0))
-    schedule: str = option("constant", "learning rate schedule: constant, or cosine (linear warmup, cosine decay)")
-    warmup: float = option(0.05, "with --schedule cosine: fraction of the run spent warming up", fraction)
-    min_lr: float = option(1e-4, "with --schedule cosine: the learning rate at the end of the run", at_least(0))
-    fast: bool = option(True, "on CUDA: bf16 autocast, TF32, flash attention (--no-fast: plain fp32, for comparison)")
+    weight_decay: float = option(0.01, "AdamW weight decay", finite_at_least(0))
+    schedule: str = option("cosine", "learning rate over the run: constant, or cosine (linear warmup, cosine decay)",
+                           choices=("constant", "cosine"))
+    warmup: float = option(0.05, "fraction of the run spent warming up the learning rate", fraction)
+    min_lr: float = option(1e-4, "the learning rate at the end of a cosine schedule", finite_at_least(0))
+    final_eval_iters: int = option(200, "batches per split for the final evaluation, after the last step", at_least(1))
+    time_budget: float = option(0.0, "stop after this many seconds of training, 0 for none; the schedule is then "
+                                     "laid over the time instead of the steps (the table then depends on the machine)",
+                                finite_at_least(0))
+    checkpoint: str = option("checkpoints/task07.pt", "where the model is saved at each evaluation and at the end ('' for nowhere)")
     compile: bool = option(False, "torch.compile the model (pays off on a GPU for long runs)")
-    checkpoint: str = option("checkpoints/task07.pt", "where the best model so far is saved ('' to not save)")
+    tokenizer: str = option("char", "char: one token per character; bpe: byte-level BPE trained on the training split",
+                            choices=("char", "bpe"))
+    vocab_size: int = option(512, "with --tokenizer bpe: tokens in the vocabulary (256 bytes + merges)",
+                             lambda v: None if v >= 256 else "byte-level BPE starts from the 256 bytes: must be at least 256")
 
 
-def parse_config(defaults: Config, argv=None, description: str | None = None,
-                 extra=None) -> tuple[Config, argparse.Namespace]:
+def parse_config(defaults, argv=None, description: str | None = None, extra=None, multi: tuple = ()):
     """Command-line overrides of `defaults`: every field is a flag named like it (`--max-iters 200`).
 
-    `extra(parser)` may add script-specific flags; they come back in the namespace.
+    `extra(parser)` may add the script's own flags; they come back in the namespace. Fields named in
+    `multi` take one or more values (a grid to run); the config then holds the first of each, and the
+    namespace all of them.
     """
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(defaults):
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            kind = f.type if isinstance(f.type, type) else type(default)  # a float field may hold 570
-            valid = f.metadata.get("valid")
-            parser.add_argument(flag, type=checked(kind, valid) if valid else kind, default=default,
-                                metavar=kind.__name__.upper(), help=help_text)
+            continue
+        kind = f.type if isinstance(f.type, type) else type(default)
+        valid, choices = f.metadata.get("valid"), f.metadata.get("choices")
+        many = f.name in multi
+        parser.add_argument(flag, type=checked(kind, valid, choices), default=[default] if many else default,
+                            nargs="+" if many else None, metavar=kind.__name__.upper() if choices is None else
+                            "{" + ",".join(choices) + "}", help=help_text)
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
-    cfg = dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)}
+    cfg = dataclasses.replace(defaults, **{k: v[0] if k in multi else v for k, v in values.items()})
     return cfg, args
+
+
+def describe(cfg) -> str:
+    """The resolved config on one line, as a run prints it first."""
+    return "config: " + " ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg))
+
+
+@dataclass
+class ModernGPTConfig(GPTConfig):
+    """Task 09: rotary positions, and the changes from recent papers a run may compose in."""
+    positions: str = option("rope", "rope: rotary, in attention; learned: task 07's table (the A/B's other arm)",
+                            choices=("rope", "learned"))
+    mlp: str = option("relu", "the MLP: relu (task 05's), relu2 (squared ReLU) or swiglu (gated)",
+                      choices=("relu", "relu2", "swiglu"))
+    tie_weights: bool = option(False, "use the token embedding table as the output layer too")
+    optimizer: str = option("adamw", "adamw for every parameter, or muon for the matrices in the blocks (AdamW for the rest)",
+                            choices=("adamw", "muon"))
+    muon_lr: float = option(0.02, "with --optimizer muon: its learning rate (the schedule scales it like the other)", positive)
+    schedule: str = option("cosine", "learning rate over the run: constant, cosine (linear warmup, cosine decay), "
+                                     "or wsd (warmup, stable, then a linear decay over the last --decay of the run)",
+                           choices=("constant", "cosine", "wsd"))
+    decay: float = option(0.2, "with --schedule wsd: the fraction of the run spent decaying", probability)

@@ -3,6 +3,7 @@
 import hashlib
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from tqdm import tqdm
 
 from .errors import UserError
 from .files import atomic_write
-from .tokenizer import CharTokenizer
+from .tokenizer import BPETokenizer, CharTokenizer
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -76,13 +77,34 @@ def train_val_split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[tor
     return ids[:n], ids[n:]
 
 
-def load_dataset(path=None) -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
-    """Tokenizer, train ids and val ids for the text at path (Tiny Shakespeare by default)."""
+@dataclass
+class Dataset:
+    """A text made into token ids, split 90/10 into training and validation."""
+    tokenizer: object
+    train: torch.Tensor  # (N_train,) token ids
+    val: torch.Tensor  # (N_val,) token ids
+    val_chars: int  # characters of text the validation tokens spell
+
+
+def load_dataset(path=None, tokenizer: str = "char", vocab_size: int = 512) -> Dataset:
+    """The text at path (Tiny Shakespeare by default), tokenized and split.
+
+    char: the course's tokenizer, whose vocabulary is every character of the text. bpe: byte-level BPE
+    with vocab_size tokens, trained on the training split only, so that nothing of the validation text
+    leaks into the tokenizer; the split is then made on characters, at the same place as for char.
+    """
     text = load_text(path)
-    tokenizer = CharTokenizer.from_text(text)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    train_ids, val_ids = train_val_split(ids)
-    return tokenizer, train_ids, val_ids
+    if tokenizer == "bpe":
+        train_text, val_text = text[:int(0.9 * len(text))], text[int(0.9 * len(text)):]
+        bpe = BPETokenizer.train(train_text, vocab_size)
+        return Dataset(bpe, as_ids(bpe.encode(train_text)), as_ids(bpe.encode(val_text)), len(val_text))
+    chars = CharTokenizer.from_text(text)
+    train_ids, val_ids = train_val_split(as_ids(chars.encode(text)))
+    return Dataset(chars, train_ids, val_ids, len(val_ids))
+
+
+def as_ids(ids: list[int]) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator=None):

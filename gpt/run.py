@@ -1,18 +1,33 @@
-"""What every task script does around its model: read the command line, load the data, train while
-printing the course's table, then sample. A task script only says how its model is built."""
+"""What every task script does around its model, the one way to train: read the command line, load
+the data, train while printing the course's table, then report, draw and sample. A task script
+only says how its model is built.
 
+What a long run needs (task 07 and 09: checkpoints, resume, a schedule, a time budget, the GPU's
+speed-ups) comes in through the config it is given, around the same loop.
+"""
+
+import csv
 import dataclasses
+import io
+import json
 import sys
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 
-from .config import Config, parse_config
-from .data import load_dataset
+from .checkpoint import load_checkpoint, model_payload, save_checkpoint
+from .config import GPTConfig, describe, parse_config
+from .data import Dataset, load_dataset
 from .errors import UserError
+from .files import atomic_write
 from .generate import generate
+from .measures import format_measures, measure
 from .model import count_parameters
-from .train import make_optimizer, resolve_device, train
+from .reference import COURSE, band
+from .tokenizer import CharTokenizer, tokenizer_from_dict
+from .train import cosine_schedule, make_optimizer, resolve_device, train
 
 
 @contextmanager
@@ -28,51 +43,208 @@ def friendly_errors():
         raise SystemExit(130) from None
 
 
-def setup(cfg: Config) -> str:
-    """Seed, thread count and device for a run; returns the device."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+def run_task(task: str, build_model, defaults, argv=None, description: str | None = None) -> dict:
+    """Tasks 00-06 whole: the command line, then `train_and_report`."""
+    cfg, _ = parse_config(defaults, argv, description)
+    with friendly_errors():
+        return train_and_report(task, cfg, build_model)
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)  # flushed, so that a log piped to a file keeps up with training
+
+
+def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overwrite: bool = False,
+                     make_opt=None, log=say, progress: bool | None = None, speedups: bool = True) -> dict:
+    """Train the model build_model(cfg, vocab_size) makes, printing the course's table; then the
+    measures over the whole validation split, the run's files, and a sample.
+
+    With a GPTConfig: the learning rate follows cfg.schedule, the run ends with an evaluation of
+    cfg.final_eval_iters batches after the last step, and cfg.checkpoint (if set) is written at every
+    evaluation and at the end; resume continues from it exactly; overwrite allows replacing it.
+    make_opt(cfg, model) builds the optimizer, or returns None for AdamW (the default). speedups=False turns the GPU's
+    speed-ups off (bf16, TF32, flash attention, the fused optimizer), for a benchmark.
+    """
+    long_run = isinstance(cfg, GPTConfig)
+    checkpoint = cfg.checkpoint if long_run else ""
+    if resume and not checkpoint:
+        raise UserError("--resume needs a --checkpoint to resume from")
+    if checkpoint and not resume and not overwrite and Path(checkpoint).exists():
+        raise UserError(f"{checkpoint} already holds a model. Continue training it with --resume, replace it "
+                        f"with --overwrite, or save this run elsewhere with --checkpoint PATH ('' for nowhere).")
+    saved = load_checkpoint(checkpoint, how_to_make_one="Start a run without --resume to make one.") if resume else None
+    start_time = time.perf_counter()
+    device = setup(cfg)
+    data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size) if long_run else load_dataset(cfg.data)
+    if saved is not None and saved["tokenizer"] != data.tokenizer.to_dict():
+        raise UserError(f"{checkpoint} was trained with another tokenizer or text than {cfg.data}")
+    model = build_model(cfg, data.tokenizer.vocab_size).to(device)
+    speed = speed_settings(device, speedups)
+    optimizer = make_opt(cfg, model) if make_opt is not None else None
+    if optimizer is None:
+        optimizer = make_optimizer(model, cfg.learning_rate, getattr(cfg, "weight_decay", 0.01),
+                                   fused=None if speed["fused"] else False)
+    state = None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = restore_state(saved["state"])
+    log(describe(cfg))
+    log(f"device: {device} | parameters: {count_parameters(model):,}")
+    if saved is not None:
+        log(f"resumed from {checkpoint} at iteration {state['iter']} ({state['time']:.0f}s in)")
+    history = list(saved["history"]) if saved is not None else []
+    files = RunFiles(cfg.runs, task)
+
+    def on_eval(record, state):
+        history.append(record)
+        if checkpoint:  # before the line is printed: a line on the screen means its model is saved
+            save_checkpoint(checkpoint, {**model_payload(model), "tokenizer": data.tokenizer.to_dict(),
+                                         "optimizer": optimizer.state_dict(), "state": save_state(state),
+                                         "history": history, "config": dataclasses.asdict(cfg), "task": task})
+        files.write_history(history)
+        log(format_eval(record, data))
+
+    trained = torch.compile(model) if long_run and cfg.compile else model
+    try:
+        with speed["attention"]:
+            train(trained, optimizer, data.train, data.val, batch_size=cfg.batch_size, block_size=cfg.block_size,
+                  max_iters=cfg.max_iters, eval_interval=cfg.eval_interval, eval_iters=cfg.eval_iters,
+                  final_eval_iters=cfg.final_eval_iters if long_run else None, seed=cfg.seed, device=device,
+                  on_eval=on_eval, state=state, lr_schedule=schedule(cfg) if long_run else None,
+                  time_budget=(cfg.time_budget or None) if long_run else None, amp_dtype=speed["amp_dtype"],
+                  progress=progress)
+    except KeyboardInterrupt:
+        where = (f"the model as of iteration {history[-1]['iter']} is in {checkpoint}; continue with --resume"
+                 if checkpoint and history else "nothing was saved")
+        print(f"\ninterrupted: {where}", file=sys.stderr)
+        raise SystemExit(130) from None
+    measures = measure(model, torch.cat([data.train[-1:], data.val]), data.val_chars, cfg.block_size, device)
+    log(format_measures("val", measures))
+    if checkpoint:
+        log(f"saved the final model to {checkpoint}")
+    sample = sample_text(model, data.tokenizer, cfg.sample_tokens, device, cfg.seed)
+    written = files.finish(history, model, data.tokenizer, measures, cfg, time.perf_counter() - start_time)
+    if written:
+        log(f"run files: {', '.join(written)}")
+    log(f"\nSampling {cfg.sample_tokens} tokens from a trained model: ")
+    log(sample)
+    return {"config": cfg, "history": history, "measures": measures, "sample": sample, "model": model,
+            "tokenizer": data.tokenizer, "device": device, "files": written}
+
+
+def setup(cfg) -> str:
+    """Seed and device for a run; returns the device."""
     torch.manual_seed(cfg.seed)
     return resolve_device(cfg.device)
 
 
-def describe(cfg: Config, device: str, model) -> str:
-    fields = " ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items())
-    return f"config: {fields}\ndevice: {device} | parameters: {count_parameters(model):,}"
+def schedule(cfg: GPTConfig):
+    """The learning rate as a function of the run's progress, for cfg.schedule (None: constant)."""
+    if cfg.schedule == "wsd":
+        from .modern import wsd_schedule
+
+        return wsd_schedule(cfg.learning_rate, cfg.min_lr, cfg.warmup, cfg.decay)
+    if cfg.schedule == "cosine":
+        return cosine_schedule(cfg.learning_rate, cfg.min_lr, cfg.warmup)
+    return None
 
 
-def format_eval(record: dict) -> str:
-    """The course's line for one evaluation, with the wall time since training started appended."""
-    return (f"Epoch {record['iter']}: avg train loss {record['train']:.4f} | avg val loss {record['val']:.4f}"
-            f" | {record['time']:.1f}s")
+def speed_settings(device: str, speedups: bool = True) -> dict:
+    """What makes a small GPT fast on a CUDA GPU: bf16 autocast, TF32 matmuls, flash attention (the
+    fused kernel picks it), the fused optimizer. With speedups=False, plain fp32 and PyTorch's
+    unfused attention and optimizer, to measure what they buy."""
+    on_gpu = device == "cuda"
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = speedups
+        torch.backends.cudnn.allow_tf32 = speedups
+    bf16 = on_gpu and speedups and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
+    return {
+        "amp_dtype": torch.bfloat16 if bf16 else None,
+        "attention": nullcontext() if speedups or not on_gpu else torch.nn.attention.sdpa_kernel(
+            torch.nn.attention.SDPBackend.MATH),
+        "fused": speedups,
+    }
 
 
-def print_eval(record: dict) -> None:
-    print(format_eval(record), flush=True)
+def save_state(state: dict) -> dict:
+    """The loop's state as plain tensors and numbers, with the global random state (dropout draws from it)."""
+    return {"iter": state["iter"], "time": state["time"], "rng": torch.get_rng_state(),
+            "generators": {name: g.get_state() for name, g in state["generators"].items()}}
+
+
+def restore_state(saved: dict) -> dict:
+    torch.set_rng_state(saved["rng"])
+    generators = {}
+    for name, g_state in saved["generators"].items():
+        generators[name] = torch.Generator()
+        generators[name].set_state(g_state)
+    return {"iter": saved["iter"], "time": saved["time"], "generators": generators}
+
+
+def format_eval(record: dict, data: Dataset | None = None) -> str:
+    """The course's line for one evaluation, then the wall time since training started; for a BPE
+    model the val loss in bits per character too; the final evaluation says how many batches it used."""
+    line = f"Epoch {record['iter']}: avg train loss {record['train']:.4f} | avg val loss {record['val']:.4f}"
+    if data is not None and not isinstance(data.tokenizer, CharTokenizer):
+        line += f" | val {record['val'] * len(data.val) / data.val_chars / 0.6931471805599453:.3f} bits/char"
+    line += f" | {record['time']:.1f}s"
+    if record.get("final"):
+        line += f" (final: {record['eval_iters']} batches per split, after the last step)"
+    return line
 
 
 def sample_text(model, tokenizer, n_tokens: int, device: str, seed: int) -> str:
-    """n_tokens characters generated from a single newline (or token 0 if the text has no newline)."""
-    start = tokenizer.stoi.get("\n", 0)
-    context = torch.tensor([[start]], dtype=torch.long, device=device)
+    """n_tokens tokens generated from a single newline (or token 0 if the text has no newline)."""
+    context = torch.tensor([encode_or_none(tokenizer, "\n") or [0]], dtype=torch.long, device=device)
     generator = torch.Generator().manual_seed(seed)
     out = generate(model, context, n_tokens, generator=generator)  # (1, 1 + n_tokens)
     return tokenizer.decode(out[0, 1:].tolist())
 
 
-def run_task(build_model, defaults: Config, argv=None, description: str | None = None) -> dict:
-    """Train the model that build_model(cfg, vocab_size) makes, printing the course's output."""
-    cfg, _ = parse_config(defaults, argv, description)
-    with friendly_errors():
-        device = setup(cfg)
-        tokenizer, train_ids, val_ids = load_dataset(cfg.data)
-        model = build_model(cfg, tokenizer.vocab_size).to(device)
-        print(describe(cfg, device, model), flush=True)
-        optimizer = make_optimizer(model, cfg.learning_rate)
-        history = train(model, optimizer, train_ids, val_ids, batch_size=cfg.batch_size,
-                        block_size=cfg.block_size, max_iters=cfg.max_iters, eval_interval=cfg.eval_interval,
-                        eval_iters=cfg.eval_iters, seed=cfg.seed, device=device, on_eval=print_eval)
-        sample = sample_text(model, tokenizer, cfg.sample_tokens, device, cfg.seed)
-        print(f"\nSampling {cfg.sample_tokens} tokens from a trained model: ")
-        print(sample)
-    return {"config": cfg, "history": history, "sample": sample, "model": model, "tokenizer": tokenizer}
+def encode_or_none(tokenizer, text: str) -> list[int] | None:
+    try:
+        return tokenizer.encode(text)
+    except UserError:  # a character the vocabulary doesn't have
+        return None
+
+
+class RunFiles:
+    """runs/<task>/: history.csv (every evaluation the run printed), loss.png, attention.png and
+    summary.json (the config, the final numbers, the wall time)."""
+
+    def __init__(self, root: str, task: str):
+        self.dir = Path(root) / task if root else None
+
+    def write_history(self, history: list[dict]) -> None:
+        if self.dir is None:
+            return
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["step", "train_loss", "val_loss", "seconds", "eval_batches"])
+        for r in history:
+            writer.writerow([r["iter"], f"{r['train']:.6f}", f"{r['val']:.6f}", f"{r['time']:.2f}", r["eval_iters"]])
+        with atomic_write(self.dir / "history.csv", "w", newline="") as f:
+            f.write(buf.getvalue())
+
+    def finish(self, history, model, tokenizer, measures, cfg, wall: float) -> list[str]:
+        """Write the pictures and the summary; returns the paths written."""
+        if self.dir is None:
+            return []
+        from .plots import ATTENTION_TEXT, attention_modules, draw_attention, plot_loss
+
+        task = self.dir.name
+        written = [self.dir / "history.csv"]
+        plot_loss(history, self.dir / "loss.png", task, COURSE.get(task), band(task))
+        written.append(self.dir / "loss.png")
+        if attention_modules(model):
+            if encode_or_none(tokenizer, ATTENTION_TEXT):  # a text without these characters can't show them
+                draw_attention(model, tokenizer, ATTENTION_TEXT, self.dir / "attention.png",
+                               f"{task}: attention of the trained model")
+                written.append(self.dir / "attention.png")
+        summary = {"task": task, "config": dataclasses.asdict(cfg), "parameters": count_parameters(model),
+                   "final": history[-1], "measures": measures, "wall_seconds": round(wall, 2)}
+        with atomic_write(self.dir / "summary.json", "w") as f:
+            json.dump(summary, f, indent=1)
+        written.append(self.dir / "summary.json")
+        return [str(p) for p in written]

@@ -1,7 +1,8 @@
-"""Training: the loop, loss estimation, and the small pieces around them (device, seed, optimizer).
+"""Training: the one loop every task uses, loss estimation, and the small pieces around them
+(device, optimizer, learning-rate schedules).
 
 Nothing here knows which model it trains, and nothing here prints: the loop reports through
-callbacks and the scripts decide what to show.
+callbacks, and the scripts decide what to show and what to save.
 """
 
 import math
@@ -15,9 +16,13 @@ from tqdm import tqdm
 from .data import get_batch
 from .errors import UserError
 
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
 
 def resolve_device(name: str) -> str:
     """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     if name == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -28,40 +33,41 @@ def resolve_device(name: str) -> str:
         raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps was asked for, but this PyTorch has no MPS support; use --device cpu or auto")
-    if name not in ("cuda", "mps", "cpu"):
-        raise UserError(f"unknown device {name!r}; choose auto, cuda, mps or cpu")
     return name
 
 
-def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.01) -> torch.optim.AdamW:
-    """AdamW with PyTorch's default hyperparameters.
+def make_optimizer(params, learning_rate: float, weight_decay: float = 0.01, fused: bool | None = None):
+    """AdamW with PyTorch's default hyperparameters (the course's optimizer), for a model or a list of
+    parameters.
 
-    fused=True updates every parameter in one kernel instead of a dozen small ops per parameter:
-    for models this small the optimizer step is mostly per-op overhead (RESEARCH_LOG.md measures it).
+    fused=True (the default on a CPU or a CUDA GPU) updates every parameter in one kernel instead of a
+    dozen small ops per parameter: for models this small the optimizer step is mostly per-op overhead.
     """
-    device = next(model.parameters()).device.type
-    fused = device in ("cpu", "cuda")
-    return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
-                             fused=fused, foreach=None if fused else True)
+    params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
+    if fused is None:
+        fused = params[0].device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=fused,
+                             foreach=None if fused else True)
+
+
+# Windows scored per forward pass when estimating the loss, in tokens. On a CPU, chunks of about 4k
+# tokens keep the activations in cache (measured fastest); a GPU wants bigger ones.
+EVAL_TOKENS = {"cpu": 1 << 12, "default": 1 << 16}
 
 
 @torch.inference_mode()
 def estimate_loss(model, splits: dict, batch_size: int, block_size: int, eval_iters: int,
-                  generator: torch.Generator | None = None, device: str = "cpu",
-                  max_tokens_per_forward: int | None = None) -> dict:
+                  generator: torch.Generator | None = None, device: str = "cpu") -> dict:
     """Mean loss over eval_iters batches per split, in eval mode; the model's mode is restored after.
 
     All eval_iters * batch_size windows are scored in as few forward passes as memory allows: the mean
     of equal-sized batch means is the mean over all windows, so this is the same estimate as
     eval_iters separate batches, with a fraction of the per-call overhead.
     """
-    if max_tokens_per_forward is None:
-        # On a CPU, chunks of ~4k tokens keep the activations in cache (measured fastest); a GPU wants more.
-        max_tokens_per_forward = 1 << 12 if device == "cpu" else 1 << 16
     was_training = model.training
     model.eval()
     out = {}
-    chunk = max(1, max_tokens_per_forward // block_size)
+    chunk = max(1, EVAL_TOKENS.get(device, EVAL_TOKENS["default"]) // block_size)
     for name, data in splits.items():
         x, y = get_batch(data, eval_iters * batch_size, block_size, generator)  # (N, T), (N, T)
         total = 0.0
@@ -73,64 +79,77 @@ def estimate_loss(model, splits: dict, batch_size: int, block_size: int, eval_it
     return out
 
 
-def lr_at(progress: float, peak: float, min_lr: float, warmup: float) -> float:
-    """Linear warmup over the first `warmup` fraction of the run, then cosine decay to min_lr at progress 1."""
-    if progress < warmup:
-        return peak * (progress + 1e-9) / warmup
-    decay = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * decay)) * (peak - min_lr)
+def cosine_schedule(peak: float, min_lr: float, warmup: float):
+    """Linear warmup over the first `warmup` fraction of the run, then cosine decay to min_lr at the end
+    (Loshchilov & Hutter 2016, https://arxiv.org/abs/1608.03983): lr as a function of progress in [0, 1]."""
+    def lr_at(progress: float) -> float:
+        if progress < warmup:
+            return peak * (progress + 1e-9) / warmup
+        decay = min(1.0, (progress - warmup) / max(1e-9, 1.0 - warmup))
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * decay)) * (peak - min_lr)
+    return lr_at
 
 
 def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size: int, max_iters: int,
-          eval_interval: int, eval_iters: int, seed: int, device: str = "cpu", on_eval=None,
-          start_iter: int = 0, generators: dict | None = None, time_budget: float | None = None,
-          time_spent: float = 0.0, schedule: dict | None = None, amp_dtype: torch.dtype | None = None,
-          eval_first: bool = True, progress: bool | None = None) -> list[dict]:
-    """Train from start_iter to max_iters (or until time_budget seconds have passed), evaluating every
-    eval_interval steps and at the last one, before that step's update (as the lecture does).
+          eval_interval: int, eval_iters: int, final_eval_iters: int | None = None, seed: int = 0,
+          device: str = "cpu", on_eval=None, state: dict | None = None, lr_schedule=None,
+          time_budget: float | None = None, amp_dtype: torch.dtype | None = None,
+          progress: bool | None = None) -> list[dict]:
+    """Train up to max_iters steps (or until time_budget seconds), evaluating every eval_interval steps.
 
-    Returns the evaluations: [{'iter', 'train', 'val', 'time'}, ...]; on_eval(record) is called after
-    each one (the scripts print there, and save checkpoints).
-    generators: {'batch', 'eval'} torch.Generators; by default two fresh ones seeded from `seed`, kept
-    apart so that evaluation never changes which batches training sees.
-    schedule: {'peak', 'min_lr', 'warmup'} lays warmup + cosine decay over the run: over max_iters, or over
-    time_budget when there is one, so that a budgeted run ends at min_lr whenever it stops.
-    time_spent: seconds of the budget a resumed run already used.
+    Returns the evaluations: [{'iter', 'train', 'val', 'time', 'eval_iters'}, ...]; on_eval(record,
+    state) is called after each one (the scripts print there, and save checkpoints).
+
+    The last evaluation: without final_eval_iters, at the last step before its update, as the
+    lecture does ("Epoch 4999"); with it, after the last update, with that many batches per split:
+    the honest final number, on the model as it ends.
+
+    state: where the run stands, everything needed to continue it exactly: {'iter', 'time',
+    'generators': {'batch', 'eval'}}. By default a fresh run: iteration 0 and two generators seeded
+    from `seed`, kept apart so that evaluation never changes which batches training sees. A run
+    resumed from a checkpoint passes the state saved there. The loop updates it in place.
+    lr_schedule(progress) -> learning rate, with progress the fraction of max_iters done (or of
+    time_budget when there is one, so that a budgeted run ends at the schedule's end whenever it stops).
     amp_dtype: run forward passes under autocast to this dtype (bf16 on a GPU).
-    eval_first: evaluate before the first step (a search's trials skip it to spend their budget training).
     """
     autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)) if amp_dtype else nullcontext
-    if generators is None:
-        generators = {"batch": torch.Generator().manual_seed(seed), "eval": torch.Generator().manual_seed(seed + 1)}
+    if state is None:
+        state = {"iter": 0, "time": 0.0, "generators": {
+            "batch": torch.Generator().manual_seed(seed), "eval": torch.Generator().manual_seed(seed + 1)}}
+    generators = state["generators"]
     splits = {"train": train_data, "val": val_data}
     history = []
-    start = time.perf_counter() - time_spent
+    start = time.perf_counter() - state["time"]
+    resumed_at = state["iter"] if state["iter"] > 0 else None  # a resumed run was evaluated there before it was saved
 
-    def evaluate(it):
+    def evaluate(it, n_batches, final=False):
         with autocast():
-            losses = estimate_loss(model, splits, batch_size, block_size, eval_iters, generators["eval"], device)
-        record = {"iter": it, "train": losses["train"], "val": losses["val"], "time": time.perf_counter() - start}
+            losses = estimate_loss(model, splits, batch_size, block_size, n_batches, generators["eval"], device)
+        state.update(iter=it, time=time.perf_counter() - start)
+        record = {"iter": it, "train": losses["train"], "val": losses["val"], "time": state["time"],
+                  "eval_iters": n_batches, **({"final": True} if final else {})}
         history.append(record)
         if on_eval is not None:
-            on_eval(record)
+            on_eval(record, state)
 
     model.train()
     show = sys.stderr.isatty() if progress is None else progress
     total = None if time_budget else max_iters
-    with tqdm(total=total, initial=start_iter, file=sys.stderr, unit="it", leave=False, disable=not show) as bar:
-        for it in range(start_iter, max_iters):
+    end = max_iters  # the number of updates done when the loop ends
+    with tqdm(total=total, initial=state["iter"], file=sys.stderr, unit="it", leave=False, disable=not show) as bar:
+        for it in range(state["iter"], max_iters):
             elapsed = time.perf_counter() - start
-            out_of_time = time_budget is not None and elapsed >= time_budget
-            # a resumed run was evaluated at its first step before it was saved
-            skip = it == start_iter and (start_iter > 0 or not eval_first)
-            if (it % eval_interval == 0 and not skip) or it == max_iters - 1 or out_of_time:
-                evaluate(it)
-                if out_of_time:
-                    break
-            if schedule is not None:
+            if time_budget is not None and elapsed >= time_budget:
+                end = it
+                break
+            last = it == max_iters - 1 and final_eval_iters is None
+            if (it % eval_interval == 0 and it != resumed_at) or last:
+                evaluate(it, eval_iters)
+            if lr_schedule is not None:
                 done = elapsed / time_budget if time_budget else it / max_iters
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(done, schedule["peak"], schedule["min_lr"], schedule["warmup"])
+                lr = lr_schedule(done)
+                for group in optimizer.param_groups:  # a group may run at a multiple of the schedule (Muon)
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
             x, y = get_batch(train_data, batch_size, block_size, generators["batch"])  # (B, T), (B, T)
             with autocast():
                 _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
@@ -138,4 +157,8 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
             loss.backward()
             optimizer.step()
             bar.update(1)
+    if final_eval_iters is not None:
+        evaluate(end, final_eval_iters, final=True)
+    elif end < max_iters:  # stopped by the time budget: the table still ends with where it stopped
+        evaluate(end, eval_iters)
     return history

@@ -7,7 +7,7 @@ import torch
 from gpt.data import SHA256, download, get_batch, load_dataset, load_text, train_val_split
 from gpt.errors import UserError
 from gpt.files import atomic_write
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 
 def test_tokenizer_round_trips_the_whole_corpus(corpus_text):
@@ -32,10 +32,40 @@ def test_unknown_character_is_named():
 
 
 def test_split_sizes(corpus_text):
-    tok, train_ids, val_ids = load_dataset()
+    data = load_dataset()
     assert len(corpus_text) == 1_115_394
-    assert (len(train_ids), len(val_ids)) == (1_003_854, 111_540)
-    assert tok.decode(train_ids[:14].tolist()) == "First Citizen:"
+    assert (len(data.train), len(data.val), data.val_chars) == (1_003_854, 111_540, 111_540)
+    assert data.tokenizer.decode(data.train[:14].tolist()) == "First Citizen:"
+
+
+def test_bpe_is_trained_on_the_training_split_only_and_splits_at_the_same_character(corpus_text):
+    data = load_dataset(tokenizer="bpe", vocab_size=512)
+    bpe = data.tokenizer
+    assert bpe.vocab_size == 512
+    cut = int(0.9 * len(corpus_text))
+    assert bpe.decode(data.train.tolist()) == corpus_text[:cut]
+    assert bpe.decode(data.val.tolist()) == corpus_text[cut:] and data.val_chars == len(corpus_text) - cut
+    assert len(data.val) < 0.6 * data.val_chars, "512 tokens cover about two characters each"
+    again = BPETokenizer.train(corpus_text[:cut], 512)
+    assert again.to_dict() == bpe.to_dict(), "training is deterministic"
+    with_val = BPETokenizer.train(corpus_text, 512)
+    assert with_val.to_dict() != bpe.to_dict(), "the validation text would change the merges"
+
+
+def test_bpe_round_trips_any_text_and_streams_a_split_character():
+    bpe = BPETokenizer.train("To be, or not to be: that is the question.\n" * 20, 300)
+    text = "Zoë's naïve café — 東京\n"
+    ids = bpe.encode(text)
+    assert bpe.decode(ids) == text
+    decode = bpe.stream_decoder()
+    pieces = [decode(i) for i in ids]
+    assert "".join(pieces) == text and "\ufffd" not in "".join(pieces)
+    assert bpe.to_dict()["kind"] == "bpe" and BPETokenizer.from_json(bpe.to_dict()["json"]).encode(text) == ids
+
+
+def test_a_bpe_vocabulary_below_the_256_bytes_is_refused():
+    with pytest.raises(UserError, match="must be at least 256"):
+        BPETokenizer.train("some text", 255)
 
 
 def test_batch_shapes_and_shift():
@@ -120,9 +150,9 @@ def test_missing_default_file_is_downloaded(tmp_path, monkeypatch):
 
 
 def test_any_text_file_works_with_its_own_vocabulary(small_text_file):
-    tok, train_ids, val_ids = load_dataset(small_text_file)
-    assert tok.vocab == "".join(sorted(set(small_text_file.read_text())))
-    assert len(train_ids) + len(val_ids) == len(small_text_file.read_text())
+    data = load_dataset(small_text_file)
+    assert data.tokenizer.vocab == "".join(sorted(set(small_text_file.read_text())))
+    assert len(data.train) + len(data.val) == len(small_text_file.read_text())
 
 
 def test_missing_data_file_is_named(tmp_path):

@@ -1,16 +1,14 @@
 import torch
-import torch.nn as nn
 
 from gpt.generate import generate, sample_next
-from gpt.model import MLP, Block, LanguageModel, MultiHeadAttention
+from gpt.model import GPT
 
 V, T, C = 30, 8, 16
 
 
 def model():
     torch.manual_seed(0)
-    body = nn.Sequential(Block(C, MultiHeadAttention(C, 2, T), MLP(C)))
-    return LanguageModel(V, T, C, body, final_norm=True)
+    return GPT(V, T, C, 2, 1)
 
 
 def test_generation_runs_past_block_size():
@@ -42,3 +40,16 @@ def test_greedy_and_top_k():
     g = torch.Generator().manual_seed(0)
     picks = {sample_next(logits, top_k=2, generator=g).item() for _ in range(200)}
     assert picks == {1, 3}, "top-k 2 must only ever pick the two most likely tokens"
+
+
+def test_top_p_draws_only_from_the_smallest_set_that_reaches_p():
+    """Probabilities 0.5, 0.25, 0.1875, 0.0625 (in a shuffled order): p = 0.4 needs only the likeliest,
+    p = 0.7 the two likeliest (0.75 reaches it), p = 0.8 three (0.9375), p = 1 all four."""
+    probs = torch.tensor([[0.1875, 0.5, 0.0625, 0.25]])
+    logits = probs.log()
+    g = torch.Generator().manual_seed(0)
+    for p, allowed in ((0.4, {1}), (0.7, {1, 3}), (0.8, {0, 1, 3}), (1.0, {0, 1, 2, 3})):
+        picks = {sample_next(logits, top_p=p, generator=g).item() for _ in range(400)}
+        assert picks == allowed, f"top-p {p}: drew {sorted(picks)}"
+    rows = sample_next(torch.cat([logits, logits.flip(-1)]), top_p=0.4, generator=g)
+    assert rows.tolist() == [[1], [2]], "each row keeps its own nucleus"

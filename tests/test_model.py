@@ -1,3 +1,5 @@
+import importlib
+import inspect
 import math
 
 import pytest
@@ -5,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from gpt.errors import UserError
-from gpt.model import (MLP, AttentionHead, Block, FeedForward, LanguageModel, MultiHeadAttention,
+from gpt.model import (GPT, MLP, AttentionHead, Bigram, Block, CausalSelfAttention, DropoutBlock, FeedForward,
+                       LanguageModel, MultiHeadAttention, PreLNBlock, ProjectedAttention, ResidualBlock,
                        causal_attention, causal_attention_weights)
 
 B, T, C, NH, V = 3, 8, 32, 4, 65
@@ -21,42 +24,44 @@ def assert_causal(fn, x, t):
     assert not torch.allclose(out1[:, t + 1:], out2[:, t + 1:]), "later outputs should depend on later inputs"
 
 
-def blocks():
+def each_block():
+    """Every block the course teaches, built as its task builds it."""
     return {
-        "plain": Block(C, MultiHeadAttention(C, NH, T, proj=False), FeedForward(C), layout="plain"),
-        "residual": Block(C, MultiHeadAttention(C, NH, T), MLP(C), layout="residual"),
-        "pre_ln": Block(C, MultiHeadAttention(C, NH, T), MLP(C), layout="pre_ln"),
+        "Block (task 04)": Block(MultiHeadAttention(C, NH), FeedForward(C)),
+        "ResidualBlock (task 05)": ResidualBlock(ProjectedAttention(C, NH), MLP(C)),
+        "PreLNBlock (task 06)": PreLNBlock(ProjectedAttention(C, NH), MLP(C), C),
+        "DropoutBlock (task 07)": DropoutBlock(CausalSelfAttention(C, NH, 0.1), MLP(C), C, 0.1).eval(),
     }
 
 
 @pytest.mark.parametrize("t", [0, 3, T - 2])
 def test_head_is_causal(t):
-    assert_causal(AttentionHead(C, C, T), torch.randn(B, T, C), t)
+    assert_causal(AttentionHead(C, C), torch.randn(B, T, C), t)
 
 
 @pytest.mark.parametrize("t", [0, 3, T - 2])
 def test_multi_head_attention_is_causal(t):
-    assert_causal(MultiHeadAttention(C, NH, T), torch.randn(B, T, C), t)
+    assert_causal(MultiHeadAttention(C, NH), torch.randn(B, T, C), t)
 
 
-@pytest.mark.parametrize("layout", Block.LAYOUTS)
-def test_each_block_variant_is_causal(layout):
-    block = blocks()[layout]
+@pytest.mark.parametrize("name", list(each_block()))
+def test_each_block_is_causal(name):
+    block = each_block()[name]
     for t in (0, 4, T - 2):
         assert_causal(block, torch.randn(B, T, C), t)
 
 
-def test_whole_model_is_causal():
-    body = nn.Sequential(*blocks().values())
-    model = LanguageModel(V, T, C, body, final_norm=True)
-    for t in (0, 4, T - 2):
-        assert_causal(lambda idx: model(idx)[0], torch.randint(V, (B, T)), t)
+def test_whole_models_are_causal():
+    body = nn.Sequential(*each_block().values())
+    for model in (LanguageModel(V, T, C, body), GPT(V, T, C, NH, 2).eval()):
+        for t in (0, 4, T - 2):
+            assert_causal(lambda idx: model(idx)[0], torch.randint(V, (B, T)), t)
 
 
 def test_batched_heads_equal_separate_heads_with_the_same_weights():
-    mha = MultiHeadAttention(C, NH, T, proj=False)
+    mha = MultiHeadAttention(C, NH)
     hs = C // NH
-    heads = [AttentionHead(C, hs, T) for _ in range(NH)]
+    heads = [AttentionHead(C, hs) for _ in range(NH)]
     wq, wk, wv = mha.qkv.weight.detach().split(C, dim=0)  # each (C, C): rows h*hs:(h+1)*hs belong to head h
     with torch.no_grad():
         for h, head in enumerate(heads):
@@ -86,6 +91,21 @@ def test_fused_attention_equals_the_explicit_math():
     assert diff < 1e-5, f"max difference {diff}"
 
 
+@pytest.mark.parametrize("make", [lambda: AttentionHead(C, C), lambda: MultiHeadAttention(C, NH)])
+def test_attention_weights_are_what_the_forward_applies(make):
+    """The spelled-out weights times the values give the fused forward's output, for the head and for all heads."""
+    attn = make()
+    x = torch.randn(B, T, C)
+    w = attn.attention_weights(x)  # (B, nh, T, T)
+    if isinstance(attn, AttentionHead):
+        v = attn.value(x).unsqueeze(1)  # (B, 1, T, hs)
+        expected = (w @ v).squeeze(1)
+    else:
+        v = attn.heads(x)[2]  # (B, nh, T, hs)
+        expected = (w @ v).transpose(1, 2).reshape(B, T, C)
+    assert (attn(x) - expected).abs().max().item() < 1e-5
+
+
 def test_attention_scale_is_inverse_sqrt_head_size():
     q = torch.zeros(1, 2, 4)
     q[0, 1, 0] = 1.0
@@ -95,9 +115,26 @@ def test_attention_scale_is_inverse_sqrt_head_size():
     assert torch.allclose(w[0, 1], torch.softmax(torch.tensor([0.0, 1.0]), 0))
 
 
+def test_residual_block_adds_to_the_stream_and_pre_ln_normalises_its_input():
+    """The lesson of task 05 (x + f(x)) and of task 06 (f reads LayerNorm(x)), checked with stand-in sub-layers."""
+    x = torch.randn(B, T, C) * 5 + 3
+    seen = []
+
+    class Record(nn.Module):
+        def forward(self, h):
+            seen.append(h)
+            return torch.zeros_like(h)
+
+    assert torch.equal(ResidualBlock(Record(), Record())(x), x), "zero sub-layers must leave the stream as it is"
+    assert torch.equal(seen[0], x)
+    seen.clear()
+    PreLNBlock(Record(), Record(), C)(x)
+    assert seen[0].mean(-1).abs().max() < 1e-5 and (seen[0].std(-1, unbiased=False) - 1).abs().max() < 1e-3
+    assert torch.equal(Block(Record(), nn.Identity())(x), torch.zeros_like(x)), "a plain block replaces the stream"
+
+
 def test_dropout_is_active_in_train_mode_and_off_in_eval_mode():
-    body = nn.Sequential(Block(C, MultiHeadAttention(C, NH, T, dropout=0.5), MLP(C, dropout=0.5)))
-    model = LanguageModel(V, T, C, body, final_norm=True, dropout=0.5)
+    model = GPT(V, T, C, NH, 2, dropout=0.5)
     idx = torch.randint(V, (B, T))
     model.train()
     assert not torch.equal(model(idx)[0], model(idx)[0]), "train mode should drop different units each call"
@@ -105,19 +142,44 @@ def test_dropout_is_active_in_train_mode_and_off_in_eval_mode():
     assert torch.equal(model(idx)[0], model(idx)[0]), "eval mode must be deterministic"
 
 
-def test_loss_at_initialisation_is_near_ln_vocab():
+def test_attention_weights_dropout_only_while_training():
+    attn = CausalSelfAttention(C, NH, dropout=0.5)
+    x = torch.randn(B, T, C)
+    assert not torch.equal(attn(x), attn(x))
+    attn.eval()
+    assert torch.equal(attn(x), attn(x))
+    assert torch.allclose(attn(x), ProjectedAttention.forward(attn, x), atol=1e-6), "in eval mode: task 05's attention"
+
+
+@pytest.mark.parametrize("build", [
+    lambda: LanguageModel(V, T, C, nn.Sequential(*[PreLNBlock(ProjectedAttention(C, NH), MLP(C), C) for _ in range(3)],
+                                                 nn.LayerNorm(C))),
+    lambda: GPT(V, T, C, NH, 3),
+])
+def test_loss_at_initialisation_is_near_ln_vocab(build):
     torch.manual_seed(1337)
-    body = nn.Sequential(*[Block(C, MultiHeadAttention(C, NH, T), MLP(C)) for _ in range(3)])
-    model = LanguageModel(V, T, C, body, final_norm=True)
-    idx = torch.randint(V, (64, T))
-    _, loss = model(idx, torch.randint(V, (64, T)))
+    model = build()
+    _, loss = model(torch.randint(V, (64, T)), torch.randint(V, (64, T)))
     assert abs(loss.item() - math.log(V)) < 0.25, f"initial loss {loss.item():.3f}, ln(65) = {math.log(V):.3f}"
+
+
+def test_gpt_starts_from_the_course_initialisation():
+    torch.manual_seed(0)
+    model = GPT(V, T, 64, NH, 2)
+    for name, p in model.named_parameters():
+        if name.endswith("weight") and p.dim() == 2:
+            assert abs(p.std().item() - 0.02) < 0.004, f"{name}: std {p.std().item():.4f}"
+        if "ln" not in name and name.endswith("bias"):
+            assert torch.all(p == 0), name
+
+
+def test_gpt_of_the_course_size_has_its_parameter_count():
+    assert sum(p.numel() for p in GPT(65, 256, 384, 6, 6, 0.2).parameters()) == 10_788_929
 
 
 def test_model_overfits_one_batch():
     torch.manual_seed(0)
-    body = nn.Sequential(*[Block(C, MultiHeadAttention(C, NH, T), MLP(C)) for _ in range(2)])
-    model = LanguageModel(V, T, C, body, final_norm=True)
+    model = GPT(V, T, C, NH, 2)
     x, y = torch.randint(V, (4, T)), torch.randint(V, (4, T))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(300):
@@ -128,14 +190,24 @@ def test_model_overfits_one_batch():
     assert loss.item() < 0.05, f"loss on one memorised batch is still {loss.item():.3f}"
 
 
+def test_bigram_predicts_from_the_current_character_only():
+    model = Bigram(V)
+    idx = torch.randint(V, (2, T))
+    logits, _ = model(idx)
+    assert torch.equal(logits, model.logits_table.weight[idx])
+    other = idx.clone()
+    other[:, :-1] = torch.randint(V, (2, T - 1))
+    assert torch.equal(model(other)[0][:, -1], logits[:, -1]), "the context before the last character must not matter"
+
+
 def test_sequence_longer_than_block_size_is_refused():
-    model = LanguageModel(V, T, C, AttentionHead(C, C, T))
-    with pytest.raises(UserError, match="exceeds block_size 8"):
-        model(torch.zeros(1, T + 1, dtype=torch.long))
+    for model in (LanguageModel(V, T, C, AttentionHead(C, C)), GPT(V, T, C, NH, 1)):
+        with pytest.raises(UserError, match="exceeds block_size 8"):
+            model(torch.zeros(1, T + 1, dtype=torch.long))
 
 
 def test_shorter_sequences_use_the_first_positions():
-    model = LanguageModel(V, T, C, AttentionHead(C, C, T)).eval()
+    model = LanguageModel(V, T, C, AttentionHead(C, C)).eval()
     idx = torch.randint(V, (1, T))
     full, _ = model(idx)
     short, _ = model(idx[:, :3])
@@ -144,9 +216,34 @@ def test_shorter_sequences_use_the_first_positions():
 
 def test_n_embd_not_divisible_by_n_head_fails_at_construction():
     with pytest.raises(UserError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
-        MultiHeadAttention(30, 4, T)
+        MultiHeadAttention(30, 4)
 
 
-def test_unknown_block_layout_is_refused():
-    with pytest.raises(UserError, match="layout"):
-        Block(C, MultiHeadAttention(C, NH, T), MLP(C), layout="post_ln")
+TASK_MODELS = {  # what each task's model is made of, and nothing more
+    "task01": {"AttentionHead"},
+    "task02": {"MultiHeadAttention"},
+    "task03": {"MultiHeadAttention", "FeedForward"},
+    "task04": {"Block", "MultiHeadAttention", "FeedForward"},
+    "task05": {"ResidualBlock", "ProjectedAttention", "MLP"},
+    "task06": {"PreLNBlock", "ProjectedAttention", "MLP", "LayerNorm"},
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_MODELS))
+def test_each_task_model_holds_only_its_own_parts(task):
+    module = importlib.import_module(task)
+    model = module.build_model(module.CONFIG, V)
+    kinds = {type(m).__name__ for m in model.modules()} - {"LanguageModel", "Sequential", "Linear", "Embedding", "ReLU"}
+    assert kinds == TASK_MODELS[task], f"{task}: {sorted(kinds)}"
+    text = str(model)
+    assert "Identity" not in text and "Dropout" not in text and "rotary" not in text
+    if task != "task06":
+        assert "LayerNorm" not in text
+
+
+def test_the_attention_of_tasks_01_to_07_knows_nothing_of_rope_or_caches():
+    for cls in (AttentionHead, MultiHeadAttention, ProjectedAttention, CausalSelfAttention, GPT):
+        source = inspect.getsource(cls).lower()
+        assert not any(word in source for word in ("rope", "rotary", "cache", "start")), cls.__name__
+    attn = CausalSelfAttention(C, NH, 0.0)
+    assert not any("rope" in k or "cache" in k for k in [*attn.state_dict(), *vars(attn)])

@@ -1,5 +1,6 @@
 import io
 import itertools
+import os
 import re
 import signal
 import subprocess
@@ -10,10 +11,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gpt.checkpoint import save_checkpoint
-from gpt.generate import generate, kv_cache, sample_next, stream
-from gpt.model import causal_attention, gpt_model
-from gpt.tokenizer import CharTokenizer
+from gpt.checkpoint import model_payload, save_checkpoint
+from gpt.errors import UserError
+from gpt.generate import generate, sample_next, stream
+from gpt.kv_cache import KVCache, forward_cached
+from gpt.model import GPT, causal_attention
+from gpt.modern import ModernGPT
+from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 import task08_infinite
 
@@ -21,17 +25,19 @@ VOCAB = "\n !',.:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BS = 16
 
 
-def small_model(seed=0):
+def small_model(seed=0, cls=GPT, **kw):
     torch.manual_seed(seed)
-    return gpt_model(len(VOCAB), BS, 32, 4, 2, dropout=0.1).eval()
+    model = cls(len(VOCAB), BS, 32, 4, 2, dropout=0.1, **kw).eval()
+    with torch.no_grad():  # away from the tiny initialisation, so that the tokens and positions matter
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    model = small_model()
     path = tmp_path / "small.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "vocab": VOCAB, "iter": 0, "val_loss": 0.0,
-                           "model_config": {"block_size": BS, "n_embd": 32, "n_head": 4, "n_layer": 2, "dropout": 0.1}})
+    save_checkpoint(path, {**model_payload(small_model()), "tokenizer": CharTokenizer(VOCAB).to_dict()})
     return path
 
 
@@ -41,6 +47,20 @@ def test_cached_attention_equals_the_last_rows_of_full_attention():
     for tq in (1, 3, 10):
         diff = (causal_attention(q[..., -tq:, :], k, v) - full[..., -tq:, :]).abs().max().item()
         assert diff < 1e-5, f"{tq} queries against 10 keys: max difference {diff}"
+
+
+@pytest.mark.parametrize("cls", [GPT, ModernGPT])
+def test_cached_logits_match_a_full_forward_pass(cls):
+    model = small_model(cls=cls)
+    idx = torch.randint(len(VOCAB), (1, BS))
+    with torch.no_grad():
+        full, _ = model(idx)
+    cache = KVCache.for_model(model)
+    first = forward_cached(model, idx[:, :5], cache)
+    rest = [forward_cached(model, idx[:, t:t + 1], cache) for t in range(5, BS)]
+    cached = torch.cat([first, *rest], dim=1)
+    assert (cached - full).abs().max().item() < 1e-4
+    assert cache.length == BS
 
 
 def test_cached_greedy_equals_recomputation_for_the_first_block():
@@ -53,17 +73,108 @@ def test_cached_greedy_equals_recomputation_for_the_first_block():
     assert recomputed == full
 
 
-def test_cached_logits_match_a_full_forward_pass():
+def logits_seen_by(model, tokens: list[int], **kw):
+    """Run stream greedily over a fixed continuation: record the logits each step sampled from."""
+    seen = []
+    feed = iter(tokens[1:])
+
+    def pick(logits, *args, **kwargs):
+        seen.append(logits[0].clone())
+        return torch.tensor([[next(feed)]])
+
+    real = sample_next
+    import gpt.generate as g
+    g.sample_next = pick
+    try:
+        list(itertools.islice(stream(model, tokens[:1], **kw), len(tokens) - 1))
+    finally:
+        g.sample_next = real
+    return seen
+
+
+def test_learned_positions_window_restarts_from_its_newest_half():
+    """When the window is full, the stream keeps its newest block_size/2 tokens and computes them again
+    from position 0: at every step the logits equal a fresh forward over the window the rule keeps."""
     model = small_model()
-    idx = torch.randint(len(VOCAB), (1, BS))
+    tokens = torch.randint(len(VOCAB), (3 * BS + 1,), generator=torch.Generator().manual_seed(1)).tolist()
+    seen = logits_seen_by(model, tokens)
+    length, restarts = 0, 0
+    for step, logits in enumerate(seen):
+        if length == BS:
+            length, restarts = BS // 2, restarts + 1
+        else:
+            length += 1
+        with torch.no_grad():
+            fresh = model(torch.tensor([tokens[step + 1 - length:step + 1]]))[0][0, -1]
+        assert (logits - fresh).abs().max().item() < 1e-4, f"step {step}: window of {length}"
+    assert restarts == 4, "over 3 blocks the window restarts at block_size, then every block_size/2 + 1 tokens"
+
+
+def test_rope_stream_slides_and_every_step_equals_a_fresh_forward_over_the_last_block():
+    """One layer: a rotary model's keys and values depend on the token alone, so the sliding window
+    reproduces a fresh forward over the same last block_size tokens at every step, far past block_size."""
+    torch.manual_seed(3)
+    model = ModernGPT(len(VOCAB), BS, 32, 4, 1).eval()
     with torch.no_grad():
-        full, _ = model(idx)
-        with kv_cache(model):
-            first, _ = model(idx[:, :5])
-            rest = [model(idx[:, t:t + 1], start_pos=t)[0] for t in range(5, BS)]
-    cached = torch.cat([first, *rest], dim=1)
-    assert (cached - full).abs().max().item() < 1e-5
-    assert all(m.cache is None for m in model.modules() if hasattr(m, "cache")), "caches are removed afterwards"
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    tokens = torch.randint(len(VOCAB), (3 * BS + 1,), generator=torch.Generator().manual_seed(2)).tolist()
+    seen = logits_seen_by(model, tokens)
+    assert len(seen) == 3 * BS
+    for step, logits in enumerate(seen):
+        window = tokens[max(0, step + 1 - BS):step + 1]
+        with torch.no_grad():
+            fresh = model(torch.tensor([window]))[0][0, -1]
+        assert (logits - fresh).abs().max().item() < 1e-4, f"step {step}"
+
+
+def sliding_window_forward(model, tokens: list[int]) -> torch.Tensor:
+    """What a sliding window computes with any number of layers: the whole sequence at once, each query
+    reading only the block_size tokens up to it, positions turned as far as they go."""
+    from gpt.model import causal_attention_weights  # noqa: F401  (the same softmax, spelled out below)
+
+    T, bs = len(tokens), model.block_size
+    x = model.token_embedding(torch.tensor([tokens]))
+    band = torch.ones(T, T, dtype=torch.bool).tril() & ~torch.ones(T, T, dtype=torch.bool).tril(-bs)
+    for block in model.blocks:
+        sa = block.sa
+        q, k, v = sa.heads(block.ln1(x))
+        q, k = sa.rotary(q), sa.rotary(k)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band)
+        x = x + sa.proj(out.transpose(1, 2).reshape(1, T, -1))
+        x = x + block.ffwd(block.ln2(x))
+    return model.lm_head(model.ln_f(x))[0]
+
+
+def test_rope_stream_with_several_layers_is_sliding_window_attention():
+    """With more layers a cached key also carries what its token read before it: the stream equals
+    attention over a sliding window of block_size tokens, at every step."""
+    model = small_model(cls=ModernGPT)
+    tokens = torch.randint(len(VOCAB), (3 * BS + 1,), generator=torch.Generator().manual_seed(4)).tolist()
+    seen = logits_seen_by(model, tokens)
+    with torch.no_grad():
+        reference = sliding_window_forward(model, tokens[:-1])
+    diff = (torch.stack(seen) - reference).abs().max().item()
+    assert diff < 1e-4, f"max difference {diff}"
+    with torch.no_grad():
+        fresh = model(torch.tensor([tokens[2 * BS:3 * BS]]))[0][0, -1]
+    assert (seen[-1] - fresh).abs().max().item() > 1e-3, "deeper layers see further back than one window"
+
+
+def test_the_rope_cache_is_a_ring_of_block_size_slots_and_a_learned_one_stops_at_block_size():
+    rope = small_model(cls=ModernGPT)
+    cache = KVCache.for_model(rope)
+    assert cache.rolling
+    forward_cached(rope, torch.tensor([[1, 2, 3]]), cache)
+    for t in range(3 * BS):
+        forward_cached(rope, torch.tensor([[t % len(VOCAB)]]), cache)
+    assert cache.length == 3 + 3 * BS and cache.k.shape[3] == BS
+    learned = small_model()
+    cache = KVCache.for_model(learned)
+    assert not cache.rolling
+    forward_cached(learned, torch.tensor([list(range(BS))]), cache)
+    with pytest.raises(UserError, match="learned positions stop at 15"):
+        forward_cached(learned, torch.tensor([[1]]), cache)
 
 
 def test_stream_runs_far_past_block_size_with_valid_tokens():
@@ -86,6 +197,17 @@ def test_same_seed_same_stream(checkpoint):
     assert a.startswith("ROMEO:") and len(a) == len("ROMEO:") + 60 + 1
 
 
+def test_a_bpe_model_streams_text(tmp_path):
+    text = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer\n" * 30
+    bpe = BPETokenizer.train(text, 300)
+    torch.manual_seed(0)
+    model = GPT(bpe.vocab_size, BS, 32, 4, 1)
+    path = tmp_path / "bpe.pt"
+    save_checkpoint(path, {**model_payload(model), "tokenizer": bpe.to_dict()})
+    out = run_main(["--checkpoint", str(path), "--max-new-tokens", "40", "--device", "cpu", "--prompt", "To be"])
+    assert out.startswith("To be") and len(out) > len("To be") + 40, "40 subword tokens spell more than 40 characters"
+
+
 def test_bad_prompt_names_the_characters(checkpoint, capsys):
     with pytest.raises(SystemExit) as exit_info:
         task08_infinite.main(["--checkpoint", str(checkpoint), "--prompt", "Zoë~", "--max-new-tokens", "1"])
@@ -97,7 +219,8 @@ def test_bad_prompt_names_the_characters(checkpoint, capsys):
 def script(*args):
     # Ctrl-C as in a terminal: a process started in the background inherits SIGINT ignored, so reset it.
     return subprocess.Popen([sys.executable, "task08_infinite.py", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_missing_checkpoint_says_how_to_make_one(tmp_path):
@@ -131,16 +254,18 @@ def test_closed_pipe_ends_the_stream_cleanly(checkpoint):
 
 
 def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
-    from gpt.bench import bench_generate
+    from bench.__main__ import bench_generate
+    from gpt.checkpoint import load_checkpoint, model_from_checkpoint
 
-    med = bench_generate(str(checkpoint), blocks=2, repeats=1)
+    model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint))
+    med = bench_generate(model, tokenizer, blocks=2, repeats=1, label="small")
     assert set(med) == {True, False}
     for way in med.values():
         assert way["chars_per_s"] > 0 and way["first_block_ms"] > 0 and way["last_block_ms"] > 0
     out = capsys.readouterr().out
     ratio = float(re.search(r"-> (\d+\.\d+)x faster", out).group(1))
     assert ratio == pytest.approx(med[True]["chars_per_s"] / med[False]["chars_per_s"], abs=0.01)
-    assert f"{2 * BS} characters per stream" in out  # blocks * block_size, as asked for
+    assert f"{2 * BS} tokens per stream" in out  # blocks * block_size, as asked for
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -148,6 +273,9 @@ def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
     (["--temperature", "nan"], "argument --temperature: must be at least 0 (got nan)"),
     (["--max-new-tokens", "-5"], "argument --max-new-tokens: must be at least 0 (got -5)"),
     (["--top-k", "0"], "argument --top-k: must be at least 1 (got 0)"),
+    (["--top-p", "0"], "argument --top-p: must be greater than 0 and at most 1 (got 0)"),
+    (["--top-p", "1.5"], "argument --top-p: must be greater than 0 and at most 1 (got 1.5)"),
+    (["--device", "gpu"], "argument --device: unknown choice 'gpu'; choose one of auto, cuda, mps, cpu"),
 ])
 def test_bad_sampling_settings_are_refused(checkpoint, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -160,10 +288,3 @@ def test_max_new_tokens_is_exact_even_at_zero(checkpoint):
     base = ["--checkpoint", str(checkpoint), "--device", "cpu", "--prompt", "AB"]
     assert run_main(base + ["--max-new-tokens", "0"]) == "AB\n"
     assert len(run_main(base + ["--max-new-tokens", "3"])) == len("AB") + 3 + 1
-
-
-def test_a_tiny_temperature_samples_the_likeliest_token():
-    logits = torch.tensor([[0.5, 3.0, -2.0, 2.9]])
-    for temperature in (1e-40, 1e-6):
-        token = sample_next(logits, temperature, generator=torch.Generator().manual_seed(0))
-        assert token.item() == 1

@@ -1,4 +1,4 @@
-"""The lecture's straightforward code for tasks 01-06, kept only as the yardstick for `gpt.bench`.
+"""The lecture's straightforward code for tasks 01-06, kept only as the yardstick for `python -m bench`.
 
 Written the way the lecture writes it: a Python list of separate heads, each with its own key, query
 and value Linear and the attention math spelled out; batches gathered with a Python loop; the loss
@@ -6,7 +6,7 @@ estimated from 200 separate batches per split; AdamW with PyTorch's defaults; Py
 thread count; the whole context recomputed for every sampled character. The models are the same
 as the `gpt/` parts compose (same layers, sizes and initialisation), so both reach the same losses.
 
-    python -m gpt.baseline task05          # one full run, printing the course's table
+    python -m bench.baseline task05        # one full run, printing the course's table
 """
 
 import sys
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .data import load_dataset
+from gpt.data import load_dataset
 
 
 class Head(nn.Module):
@@ -114,7 +114,8 @@ TASKS = ("task01", "task02", "task03", "task04", "task05", "task06")
 def main(task, batch_size=32, block_size=8, max_iters=5000, eval_interval=500, eval_iters=200,
          learning_rate=1e-3, seed=1337):
     torch.manual_seed(seed)
-    tokenizer, train_data, val_data = load_dataset()
+    data = load_dataset()
+    tokenizer, train_data, val_data = data.tokenizer, data.train, data.val
 
     def get_batch(split):
         data = train_data if split == "train" else val_data
@@ -157,5 +158,5 @@ def main(task, batch_size=32, block_size=8, max_iters=5000, eval_interval=500, e
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in TASKS:
-        sys.exit(f"usage: python -m gpt.baseline {{{','.join(TASKS)}}}")
+        sys.exit(f"usage: python -m bench.baseline {{{','.join(TASKS)}}}")
     main(sys.argv[1])

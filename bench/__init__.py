@@ -1,0 +1,1 @@
+"""Speed benchmarks, apart from the parts a learner reads: `python -m bench --help`."""

@@ -1,0 +1,164 @@
+"""Speed benchmarks, run side by side on the same machine.
+
+    python -m bench task05                      # a whole default run: the lecture's straightforward code vs ours
+    python -m bench all --repeats 3             # every task 01-06
+    python -m bench task05 --against ../old     # ours against another checkout of this repository
+    python -m bench generate                    # task 08: characters per second, with and without the cache
+    python -m bench generate --course-size      # the same for the course's 10.8 M-parameter, block-256 model
+    python -m bench gpu                         # task 07's gpu preset with and without the GPU speed-ups (CUDA)
+
+Each task run is a separate process timed from start to exit (import, data, training, evaluation,
+sample), the two ways alternating so that both see the same machine; the medians are compared.
+Nothing else should run beside a benchmark: on 2 cores, any other process changes its times.
+"""
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("task01", "task02", "task03", "task04", "task05", "task06")
+EPOCH = re.compile(r"^Epoch (\d+): avg train loss (\S+) \| avg val loss (\S+)", re.M)
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    return elapsed, proc.stdout
+
+
+def bench_task(task: str, repeats: int, against: Path | None = None, flags: tuple = ()) -> dict:
+    """Whole runs of task, ours and the other way alternating; returns the medians and the tables."""
+    other = ("straightforward", [sys.executable, "-m", "bench.baseline", task], ROOT) if against is None else \
+        (f"{against.name}", [sys.executable, f"{task}.py"], against)
+    ways = {other[0]: other[1:], "this tree": ([sys.executable, f"{task}.py", *flags], ROOT)}
+    times = {name: [] for name in ways}
+    tables = {}
+    for r in range(repeats):
+        for name in list(ways) if r % 2 == 0 else list(ways)[::-1]:
+            t, out = timed(*ways[name])
+            times[name].append(t)
+            tables[name] = EPOCH.findall(out)
+            it, train, val = tables[name][-1]
+            print(f"  {task} {name:>15}: {t:6.1f} s   (epoch {it}: train {train} val {val})", flush=True)
+    slow, fast = (statistics.median(times[n]) for n in ways)
+    same = tables[other[0]] == tables["this tree"]
+    print(f"{task}: {other[0]} {slow:.1f} s [{min(times[other[0]]):.1f}-{max(times[other[0]]):.1f}], this tree "
+          f"{fast:.1f} s [{min(times['this tree']):.1f}-{max(times['this tree']):.1f}] (medians of {repeats}) -> "
+          f"{slow / fast:.2f}x; loss tables {'identical' if same else 'DIFFER'}", flush=True)
+    return {"task": task, "other": other[0], "slow": slow, "fast": fast, "ratio": slow / fast, "same": same}
+
+
+def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> dict:
+    """Stream blocks * block_size tokens with the key/value cache and by full recomputation, alternating."""
+    import torch
+
+    from gpt.generate import stream
+
+    bs = model.block_size
+    n = blocks * bs
+    print(f"{label}: block_size {bs}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{torch.get_num_threads()} threads, {n} tokens per stream", flush=True)
+    start = tokenizer.encode("\n")[:1] or [0]
+    results = {}
+    for r in range(repeats):
+        for use_cache in (True, False) if r % 2 == 0 else (False, True):
+            tokens = stream(model, start, generator=torch.Generator().manual_seed(r), use_cache=use_cache)
+            stamps = [time.perf_counter()]
+            for _ in range(n):
+                next(tokens)
+                stamps.append(time.perf_counter())
+            gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+            run = {"chars_per_s": n / (stamps[-1] - stamps[0]),
+                   "first_block_ms": 1e3 * statistics.mean(gaps[:bs]), "last_block_ms": 1e3 * statistics.mean(gaps[-bs:])}
+            results.setdefault(use_cache, []).append(run)
+            print(f"  {'cache' if use_cache else 'recompute':>9}: {run['chars_per_s']:8.1f} tokens/s, "
+                  f"first block {run['first_block_ms']:.2f} ms/token, last block {run['last_block_ms']:.2f} ms/token",
+                  flush=True)
+    med = {k: {m: statistics.median(r[m] for r in runs) for m in runs[0]} for k, runs in results.items()}
+    c, f = med[True], med[False]
+    print(f"cache: {c['chars_per_s']:.1f} tokens/s, recompute: {f['chars_per_s']:.1f} tokens/s (medians of {repeats}) "
+          f"-> {c['chars_per_s'] / f['chars_per_s']:.2f}x faster; with the cache the last block costs "
+          f"{c['last_block_ms'] / c['first_block_ms']:.2f}x the first block per token", flush=True)
+    return med
+
+
+def course_size_model():
+    """The gpu preset's architecture (10.8 M parameters, block 256), untrained: timing needs no training."""
+    import torch
+
+    from gpt.model import GPT
+    from gpt.presets import TASK07
+    from gpt.tokenizer import CharTokenizer
+
+    cfg = TASK07["gpu"]
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # Tiny Shakespeare's 65
+    model = GPT(tokenizer.vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout).eval()
+    return model, tokenizer
+
+
+def bench_gpu(repeats: int) -> None:
+    """Task 07's gpu preset, with and without the GPU speed-ups, in this process (CUDA only)."""
+    import dataclasses
+
+    import torch
+
+    from gpt.presets import TASK07
+    from gpt.run import train_and_report
+    from task07 import build_model
+
+    if not torch.cuda.is_available():
+        raise SystemExit("python -m bench gpu needs a CUDA GPU")
+    for r in range(repeats):
+        for speedups in (True, False) if r % 2 == 0 else (False, True):
+            cfg = dataclasses.replace(TASK07["gpu"], checkpoint="", runs="", seed=1337 + r)
+            start = time.perf_counter()
+            result = train_and_report("task07", cfg, build_model, speedups=speedups, log=lambda *_: None)
+            print(f"speed-ups {'on' if speedups else 'off'}: {time.perf_counter() - start:.1f} s, final val "
+                  f"{result['history'][-1]['val']:.4f}", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=TASKS + ("all", "generate", "gpu"), help="a task's default run, generation, or the GPU")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each way; the medians are compared (default: 3)")
+    parser.add_argument("--against", type=Path, help="tasks: another checkout to compare with, instead of the straightforward code")
+    parser.add_argument("--flags", default="", help="tasks: extra flags for this tree's runs, e.g. \"--runs ''\"")
+    parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="generate: the model (default: %(default)s)")
+    parser.add_argument("--course-size", action="store_true", help="generate: the course's model size, untrained")
+    parser.add_argument("--blocks", type=int, default=6, help="generate: stream length in block_size units (default: 6)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    if args.what == "gpu":
+        return bench_gpu(args.repeats)
+    if args.what == "generate":
+        from gpt.checkpoint import load_checkpoint, model_from_checkpoint
+        from gpt.run import friendly_errors
+
+        with friendly_errors():
+            if args.course_size:
+                model, tokenizer = course_size_model()
+                return bench_generate(model, tokenizer, args.blocks, args.repeats, "the course's model size, untrained")
+            model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint))
+            return bench_generate(model, tokenizer, args.blocks, args.repeats, args.checkpoint)
+    import shlex
+
+    results = [bench_task(t, args.repeats, args.against, tuple(shlex.split(args.flags)))
+               for t in (TASKS if args.what == "all" else (args.what,))]
+    if len(results) > 1:
+        print(f"\n| task | {results[0]['other']} (s) | this tree (s) | ratio | loss tables |\n|---|---|---|---|---|")
+        for r in results:
+            print(f"| {r['task']} | {r['slow']:.1f} | {r['fast']:.1f} | {r['ratio']:.2f}x | "
+                  f"{'identical' if r['same'] else 'differ'} |")
+
+
+if __name__ == "__main__":
+    main()

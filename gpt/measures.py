@@ -1,0 +1,57 @@
+"""The measures learners compare, over a whole split with every position scored once: loss,
+perplexity, bits per character and top-1 / top-5 accuracy of the next token.
+
+Loss and perplexity are per token, so they depend on the tokenizer; bits per character divide the
+same total by the number of characters of the text instead, so a character-level model and a
+subword (BPE) model can be compared.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .train import EVAL_TOKENS
+
+
+@torch.inference_mode()
+def measure(model, ids: torch.Tensor, n_chars: int, block_size: int, device: str = "cpu") -> dict:
+    """Score ids[1:] (each predicted once, from the tokens before it in its window) in eval mode.
+
+    ids[0] is context only: pass the split with the token before it (the last token of the split
+    before, or of nothing), so that every token of the split is predicted. The text is cut into
+    consecutive windows of block_size tokens, so each position sees between 0 and block_size - 1
+    tokens of context, as in training. n_chars: the characters those predicted tokens spell.
+    """
+    was_training = model.training
+    model.eval()
+    x_all, y_all = ids[:-1], ids[1:]
+    n = len(y_all)
+    windows = [(x_all[i:i + block_size], y_all[i:i + block_size]) for i in range(0, n, block_size)]
+    full = [w for w in windows if len(w[0]) == block_size]
+    per_forward = max(1, EVAL_TOKENS.get(device, EVAL_TOKENS["default"]) // block_size)
+    batches = [full[i:i + per_forward] for i in range(0, len(full), per_forward)]
+    batches += [[w] for w in windows if len(w[0]) < block_size]  # the short last window on its own
+    nll, top1, top5 = 0.0, 0, 0
+    for batch in batches:
+        x = torch.stack([w[0] for w in batch]).to(device)  # (N, T)
+        y = torch.stack([w[1] for w in batch]).to(device)  # (N, T)
+        logits, _ = model(x)  # (N, T, V)
+        logits = logits.float().flatten(0, 1)  # (N*T, V)
+        y = y.flatten()  # (N*T,)
+        nll += F.cross_entropy(logits, y, reduction="sum").item()
+        best = logits.topk(min(5, logits.size(-1)), dim=-1).indices  # (N*T, 5)
+        top1 += (best[:, 0] == y).sum().item()
+        top5 += (best == y[:, None]).any(dim=-1).sum().item()
+    model.train(was_training)
+    loss = nll / n
+    return {"tokens": n, "chars": n_chars, "loss": loss, "perplexity": math.exp(loss),
+            "bits_per_char": nll / math.log(2) / n_chars, "top1": top1 / n, "top5": top5 / n}
+
+
+def format_measures(split: str, m: dict) -> str:
+    """One line in a fixed format, e.g.
+    val (111,540 characters): loss 2.0612 | perplexity 7.86 | 2.974 bits/char | top-1 40.1% | top-5 76.3%"""
+    size = f"{m['chars']:,} characters" + (f", {m['tokens']:,} tokens" if m["tokens"] != m["chars"] else "")
+    return (f"{split} ({size}): loss {m['loss']:.4f} | perplexity {m['perplexity']:.2f} | "
+            f"{m['bits_per_char']:.3f} bits/char | top-1 {100 * m['top1']:.1f}% | top-5 {100 * m['top5']:.1f}%")

@@ -1,0 +1,128 @@
+"""Pictures of a run: its loss curve, and what its attention heads read. Drawn headless (no display
+needed), as PNG files beside the run's history."""
+
+import torch
+
+# A line of Shakespeare from the validation split (the model never trained on it), for attention maps.
+ATTENTION_TEXT = "BAPTISTA:\nGood morrow, neighbour Gremio."
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: write files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] | None = None,
+              band: dict | None = None) -> None:
+    """Train and val loss against the step: the whole run on the left, its second half enlarged on the
+    right, with the course's number (a star at the epoch it was printed) and this repository's
+    reference band (the final val loss over 3 seeds, mean +- std) to check the run against."""
+    from .files import atomic_write
+
+    plt = pyplot()
+    steps = [r["iter"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, start in zip(axes, (0, steps[-1] // 2)):
+        shown = [r for r in history if r["iter"] >= start]
+        ax.plot([r["iter"] for r in shown], [r["train"] for r in shown], "o-", ms=3, label="train")
+        ax.plot([r["iter"] for r in shown], [r["val"] for r in shown], "o-", ms=3, label="val")
+        if band is not None:
+            ax.axhspan(band["mean"] - band["std"], band["mean"] + band["std"], color="tab:green", alpha=0.25,
+                       label=f"reference: final val {band['mean']:.4f} ± {band['std']:.4f} ({band['seeds']} seeds)")
+        if course is not None:
+            ax.plot([course[0]], [course[1]], "*", color="black", ms=12, label=f"course: {course[1]:.4f} at epoch {course[0]}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats per token)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{title}: the whole run")
+    axes[1].set_title("the second half, enlarged")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def attention_modules(model) -> list[tuple[str, torch.nn.Module]]:
+    """The model's attention layers, in the order its forward runs them (none nested in another)."""
+    found = []
+    for name, module in model.named_modules():
+        if hasattr(module, "attention_weights") and not any(name.startswith(f + ".") for f, _ in found):
+            found.append((name, module))
+    return found
+
+
+@torch.no_grad()
+def attention_maps(model, idx: torch.Tensor) -> list[torch.Tensor]:
+    """For each attention layer: weights (nh, T, T) over the tokens idx (1, T). Row t holds what the
+    token at t reads from each token before it, computed with the model's own weights as it runs when
+    t is the newest token of its window: a text longer than block_size is read in sliding windows, so
+    row t covers at most the block_size tokens up to t."""
+    was_training = model.training
+    model.eval()
+    layers = attention_modules(model)
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda m, args, out, name=name: inputs.__setitem__(name, args[0]))
+             for name, m in layers]
+    T, bs = idx.size(1), model.block_size
+    maps = None
+    try:
+        for end in range(min(T, bs), T + 1):
+            model(idx[:, end - min(T, bs):end])  # one window; the hooks keep each layer's input
+            for i, (name, m) in enumerate(layers):
+                w = m.attention_weights(inputs[name])[0]  # (nh, W, W)
+                if maps is None:
+                    maps = [torch.zeros(w.size(0), T, T) for _ in layers]
+                W = w.size(-1)
+                if end == min(T, bs):  # the first window: every row of it
+                    maps[i][:, :W, :W] = w
+                else:  # a later window: its last row only, placed at its columns
+                    maps[i][:, end - 1, end - W:end] = w[:, -1]
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return maps
+
+
+def show_token(text: str) -> str:
+    return text.replace("\n", "\\n").replace(" ", "␣")
+
+
+def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str) -> None:
+    """One panel per layer and head: the attention weights, the tokens labelled on both axes
+    (row: the token reading; column: the token read)."""
+    from .files import atomic_write
+
+    plt = pyplot()
+    n_layer, n_head = len(maps), maps[0].size(0)
+    T = len(tokens)
+    size = 0.11 * T + 1.2
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(size * n_head, size * n_layer), squeeze=False)
+    labels = [show_token(t) for t in tokens]
+    for layer, heads in enumerate(maps):
+        for h in range(n_head):
+            ax = axes[layer][h]
+            ax.imshow(heads[h].numpy(), cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(T), labels, fontsize=6, rotation=90, family="monospace")
+            ax.set_yticks(range(T), labels, fontsize=6, family="monospace")
+            name = f"head {h + 1}" if n_layer == 1 else f"layer {layer + 1}, head {h + 1}"
+            ax.set_title(name, fontsize=9)
+    fig.suptitle(f"{title}\nrow: the token reading; column: the token it reads; darker: more weight", fontsize=10)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def draw_attention(model, tokenizer, text: str, path, title: str) -> list[torch.Tensor]:
+    """Encode text, compute the maps, draw them; returns the maps."""
+    device = next(model.parameters()).device
+    ids = tokenizer.encode(text)
+    maps = attention_maps(model, torch.tensor([ids], device=device))
+    plot_attention([m.cpu() for m in maps], tokenizer.token_texts(ids), path, title)
+    return maps

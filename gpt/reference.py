@@ -1,0 +1,31 @@
+"""What a run can be checked against: the course's numbers, and this repository's reference bands
+(the final val loss of each task's default run over 3 seeds, measured by `python -m gpt.report`)."""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BANDS = ROOT / "assets" / "bands.json"
+
+# The val loss the course printed for each task, and the epoch it printed it at (the course reported
+# tasks 01-05 at epoch 4500 and tasks 06-07 at the last evaluation, epoch 4999).
+COURSE = {
+    "task01": (4500, 2.4114),
+    "task02": (4500, 2.3049),
+    "task03": (4500, 2.2645),
+    "task04": (4500, 2.2915),
+    "task05": (4500, 2.0771),
+    "task06": (4999, 2.0694),
+    "task07": (4999, 1.4894),  # the gpu preset: 10.8 M parameters, on a GPU
+}
+
+
+def bands() -> dict:
+    """{task: {'mean', 'std', 'seeds', 'finals', 'epoch', 'wall_mean', 'command', ...}}, or {} if not measured."""
+    if not BANDS.exists():
+        return {}
+    return json.loads(BANDS.read_text())
+
+
+def band(task: str) -> dict | None:
+    return bands().get(task)
