@@ -62,8 +62,9 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
     With a GPTConfig: the learning rate follows cfg.schedule, the run ends with an evaluation of
     cfg.final_eval_iters batches after the last step, and cfg.checkpoint (if set) is written at every
     evaluation and at the end; resume continues from it exactly; overwrite allows replacing it.
-    make_opt(cfg, model) builds the optimizer, or returns None for AdamW (the default). speedups=False turns the GPU's
-    speed-ups off (bf16, TF32, flash attention, the fused optimizer), for a benchmark.
+    make_opt(cfg, model) builds the optimizer, or returns None for AdamW (the default).
+    speedups=False turns the GPU's speed-ups off (bf16, TF32, flash attention, the fused optimizer),
+    for a benchmark.
     """
     long_run = isinstance(cfg, GPTConfig)
     checkpoint = cfg.checkpoint if long_run else ""
@@ -86,6 +87,9 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
                                    fused=None if speed["fused"] else False)
     state = None
     if saved is not None:
+        if saved["model_args"] != getattr(model, "args", None):
+            different = {k: v for k, v in saved["model_args"].items() if model.args.get(k) != v}
+            raise UserError(f"{checkpoint} holds a model with {different}: resume it with the same settings")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = restore_state(saved["state"])
@@ -235,7 +239,9 @@ class RunFiles:
 
         task = self.dir.name
         written = [self.dir / "history.csv"]
-        plot_loss(history, self.dir / "loss.png", task, COURSE.get(task), band(task))
+        per_char = isinstance(tokenizer, CharTokenizer)  # the course's numbers and the bands are per character
+        plot_loss(history, self.dir / "loss.png", task, COURSE.get(task) if per_char else None,
+                  band(task) if per_char else None)
         written.append(self.dir / "loss.png")
         if attention_modules(model):
             if encode_or_none(tokenizer, ATTENTION_TEXT):  # a text without these characters can't show them

@@ -119,6 +119,13 @@ def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, s
     assert resumed["sample"] == whole["sample"]
 
 
+def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path, small_text_file):
+    cfg = tiny(tmp_path, small_text_file)
+    fit(cfg)
+    with pytest.raises(UserError, match=r"holds a model with \{'n_layer': 2\}: resume it with the same settings"):
+        fit(dataclasses.replace(cfg, n_layer=3), resume=True)
+
+
 def test_resume_without_a_checkpoint_says_how_to_make_one(tmp_path, small_text_file):
     with pytest.raises(UserError, match=r"(?s)no checkpoint at .*without --resume"):
         fit(tiny(tmp_path, small_text_file), resume=True)
