@@ -23,7 +23,7 @@ import torch
 
 from gpt.checkpoint import load_checkpoint, model_from_checkpoint
 from gpt.config import at_least, checked, probability
-from gpt.generate import stream
+from gpt.generate import sampler, stream
 from gpt.run import friendly_errors
 from gpt.train import DEVICES, resolve_device
 
@@ -56,7 +56,8 @@ def main(argv=None, out=None) -> int:
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)
         generator = torch.Generator().manual_seed(args.seed)
-        tokens = stream(model, prompt, args.temperature, args.top_k, args.top_p, generator, use_cache=not args.no_cache)
+        pick = sampler(args.temperature, args.top_k, args.top_p, generator)
+        tokens = stream(model, prompt, pick, use_cache=not args.no_cache)
         if args.max_new_tokens is not None:
             tokens = itertools.islice(tokens, args.max_new_tokens)
         text_of = tokenizer.stream_decoder()

@@ -60,7 +60,7 @@ def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> d
     """Stream blocks * block_size tokens with the key/value cache and by full recomputation, alternating."""
     import torch
 
-    from gpt.generate import stream
+    from gpt.generate import sampler, stream
 
     bs = model.block_size
     n = blocks * bs
@@ -70,7 +70,7 @@ def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> d
     results = {}
     for r in range(repeats):
         for use_cache in (True, False) if r % 2 == 0 else (False, True):
-            tokens = stream(model, start, generator=torch.Generator().manual_seed(r), use_cache=use_cache)
+            tokens = stream(model, start, sampler(generator=torch.Generator().manual_seed(r)), use_cache=use_cache)
             stamps = [time.perf_counter()]
             for _ in range(n):
                 next(tokens)

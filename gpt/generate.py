@@ -58,11 +58,17 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     return idx
 
 
+def sampler(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+            generator: torch.Generator | None = None):
+    """How `stream` picks each next token, by default: pick(logits (1, V)) -> a token id, sampled."""
+    return lambda logits: sample_next(logits, temperature, top_k, top_p, generator).item()
+
+
 @torch.no_grad()
-def stream(model, prompt: list[int], temperature: float = 1.0, top_k: int | None = None,
-           top_p: float | None = None, generator: torch.Generator | None = None,
-           use_cache: bool = True) -> Iterator[int]:
-    """Yield one sampled token after another, forever: the caller decides when to stop.
+def stream(model, prompt: list[int], pick=None, use_cache: bool = True) -> Iterator[int]:
+    """Yield one token after another, forever: the caller decides when to stop. pick(logits) chooses
+    each token from the model's next-token logits (1, V): `sampler(...)` by default; a measurement can
+    pass one that returns the text's own next token instead.
 
     With use_cache, each new token costs one forward pass of a single position (gpt/kv_cache.py).
     A model with learned positions can't move its cached keys, so when its window is full we keep the
@@ -73,6 +79,7 @@ def stream(model, prompt: list[int], temperature: float = 1.0, top_k: int | None
     Without the cache, the last block_size tokens run through the model for every new token.
     """
     model.eval()
+    pick = pick or sampler()
     device = next(model.parameters()).device
     block_size = model.block_size
     window = list(prompt)[-block_size:]
@@ -80,7 +87,7 @@ def stream(model, prompt: list[int], temperature: float = 1.0, top_k: int | None
         raise UserError("the prompt is empty: give at least one character to start from")
 
     def next_token(logits):
-        return sample_next(logits[:, -1], temperature, top_k, top_p, generator).item()
+        return pick(logits[:, -1])
 
     if not use_cache:
         while True:

@@ -53,3 +53,10 @@ def test_top_p_draws_only_from_the_smallest_set_that_reaches_p():
         assert picks == allowed, f"top-p {p}: drew {sorted(picks)}"
     rows = sample_next(torch.cat([logits, logits.flip(-1)]), top_p=0.4, generator=g)
     assert rows.tolist() == [[1], [2]], "each row keeps its own nucleus"
+
+
+def test_a_tiny_temperature_samples_the_likeliest_token():
+    logits = torch.tensor([[0.5, 3.0, -2.0, 2.9]])
+    for temperature in (1e-40, 1e-6):
+        token = sample_next(logits, temperature, generator=torch.Generator().manual_seed(0))
+        assert token.item() == 1

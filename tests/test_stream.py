@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT
 from gpt.checkpoint import model_payload, save_checkpoint
 from gpt.errors import UserError
-from gpt.generate import generate, sample_next, stream
+from gpt.generate import generate, sampler, stream
 from gpt.kv_cache import KVCache, forward_cached
 from gpt.model import GPT, causal_attention
 from gpt.modern import ModernGPT
@@ -63,32 +63,27 @@ def test_cached_logits_match_a_full_forward_pass(cls):
     assert cache.length == BS
 
 
-def test_cached_greedy_equals_recomputation_for_the_first_block():
-    model = small_model()
+@pytest.mark.parametrize("cls", [GPT, ModernGPT])
+def test_cached_greedy_equals_recomputation_for_the_first_block(cls):
+    model = small_model(cls=cls)
     prompt = [0]
-    cached = list(itertools.islice(stream(model, prompt, temperature=0), BS))
+    cached = list(itertools.islice(stream(model, prompt, sampler(temperature=0)), BS))
     full = generate(model, torch.tensor([prompt]), BS, temperature=0)[0, 1:].tolist()
     assert cached == full
-    recomputed = list(itertools.islice(stream(model, prompt, temperature=0, use_cache=False), BS))
+    recomputed = list(itertools.islice(stream(model, prompt, sampler(temperature=0), use_cache=False), BS))
     assert recomputed == full
 
 
 def logits_seen_by(model, tokens: list[int], **kw):
-    """Run stream greedily over a fixed continuation: record the logits each step sampled from."""
+    """Stream over a fixed text: record the logits each step picked from, and pick the text's next token."""
     seen = []
     feed = iter(tokens[1:])
 
-    def pick(logits, *args, **kwargs):
+    def pick(logits):
         seen.append(logits[0].clone())
-        return torch.tensor([[next(feed)]])
+        return next(feed)
 
-    real = sample_next
-    import gpt.generate as g
-    g.sample_next = pick
-    try:
-        list(itertools.islice(stream(model, tokens[:1], **kw), len(tokens) - 1))
-    finally:
-        g.sample_next = real
+    list(itertools.islice(stream(model, tokens[:1], pick, **kw), len(tokens) - 1))
     return seen
 
 
@@ -179,7 +174,8 @@ def test_the_rope_cache_is_a_ring_of_block_size_slots_and_a_learned_one_stops_at
 
 def test_stream_runs_far_past_block_size_with_valid_tokens():
     model = small_model()
-    tokens = list(itertools.islice(stream(model, [1, 2, 3], generator=torch.Generator().manual_seed(0)), 6 * BS))
+    tokens = list(itertools.islice(stream(model, [1, 2, 3], sampler(generator=torch.Generator().manual_seed(0))),
+                                   6 * BS))
     assert len(tokens) == 6 * BS and all(0 <= t < len(VOCAB) for t in tokens)
 
 

@@ -15,7 +15,7 @@ from gpt.config import GPTConfig
 from gpt.errors import UserError
 from gpt.model import GPT
 from gpt.run import speed_settings, train_and_report
-from gpt.search import COLUMNS, grid_points, run_trials
+from gpt.search import COLUMNS, grid_points, run_trials, write_csv
 from gpt.train import make_optimizer, train
 
 import task07
@@ -181,6 +181,12 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path, small_text_file):
     for a, b in zip(eager["history"], compiled["history"]):
         assert a["val"] == pytest.approx(b["val"], abs=1e-3)
     assert len(compiled["history"]) == len(eager["history"])
+
+
+def test_trials_csv_to_a_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        write_csv([], tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_grid_points_are_every_combination_in_order():

@@ -101,6 +101,8 @@ def test_cosine_schedule_warms_up_then_decays_to_min_lr():
     assert abs(lr_at(0.1) - peak) < 1e-9
     assert abs(lr_at(1.0) - low) < 1e-12
     assert abs(lr_at(1.7) - low) < 1e-12  # past the end it stays at the minimum
+    lrs = [lr_at(p / 100) for p in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])), "decay must be monotone"
 
 
 def test_wsd_schedule_holds_the_peak_then_decays_linearly():
@@ -122,10 +124,14 @@ def test_a_group_with_an_lr_scale_follows_the_schedule_at_its_multiple():
     assert optimizer.param_groups[0]["lr"] == 5.0
 
 
-def test_time_budget_stops_the_run_and_still_ends_its_table():
+def test_time_budget_stops_the_run_lays_the_schedule_over_it_and_still_ends_its_table():
     torch.manual_seed(0)
     model = tiny_model()
     data = torch.arange(2000) % V
-    history = train(model, make_optimizer(model, 1e-3), data, data, batch_size=2, block_size=T, max_iters=10**9,
-                    eval_interval=10**9, eval_iters=1, seed=0, time_budget=0.3)
-    assert history[-1]["time"] >= 0.3 and 5 < history[-1]["iter"] < 10**9
+    optimizer = make_optimizer(model, 1e-2)
+    history = train(model, optimizer, data, data, batch_size=2, block_size=T, max_iters=10**9,
+                    eval_interval=10**9, eval_iters=1, seed=0, time_budget=0.5,
+                    lr_schedule=cosine_schedule(1e-2, 1e-4, warmup=0.1))
+    assert history[-1]["time"] >= 0.5 and 5 < history[-1]["iter"] < 10**9
+    # the last update ran within one step of the budget's end, where the schedule is at its minimum
+    assert abs(optimizer.param_groups[0]["lr"] - 1e-4) < 0.02 * 1e-2
