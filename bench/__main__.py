@@ -5,6 +5,7 @@
     python -m bench task05 --against ../old     # ours against another checkout of this repository
     python -m bench generate                    # task 08: characters per second, with and without the cache
     python -m bench generate --course-size      # the same for the course's 10.8 M-parameter, block-256 model
+    python -m bench window --checkpoint checkpoints/task09.pt   # what the stream's window costs in quality
     python -m bench gpu                         # task 07's gpu preset with and without the GPU speed-ups (CUDA)
 
 Each task run is a separate process timed from start to exit (import, data, training, evaluation,
@@ -90,6 +91,41 @@ def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> d
     return med
 
 
+def bench_window(model, tokenizer, n_chars: int) -> dict:
+    """Bits per character of the validation text when the stream reads it: each next character scored
+    from the logits the stream computes, then the text's own character fed on. With the cache and by
+    recomputing the last block_size characters: what the cache's way of handling a full window costs."""
+    import itertools
+    import math
+
+    import torch.nn.functional as F
+
+    from gpt.data import load_dataset
+    from gpt.generate import stream
+
+    data = load_dataset()
+    if data.tokenizer.to_dict() != tokenizer.to_dict():
+        raise SystemExit("bench window reads Tiny Shakespeare's validation split: give a character-level model of it")
+    text = data.val[:n_chars].tolist()
+    print(f"{len(text) - 1} characters of the validation split, block_size {model.block_size}", flush=True)
+    results = {}
+    for use_cache in (True, False):
+        nll, feed = [0.0], iter(text[1:])
+
+        def pick(logits, feed=feed, nll=nll):
+            token = next(feed)
+            nll[0] -= F.log_softmax(logits[0].float(), dim=-1)[token].item()
+            return token
+
+        start = time.perf_counter()
+        for _ in itertools.islice(stream(model, text[:1], pick, use_cache=use_cache), len(text) - 1):
+            pass
+        results[use_cache] = nll[0] / (len(text) - 1) / math.log(2)
+        print(f"  {'cache' if use_cache else 'recompute':>9}: {results[use_cache]:.4f} bits/char "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+    return results
+
+
 def course_size_model():
     """The gpu preset's architecture (10.8 M parameters, block 256), untrained: timing needs no training."""
     import torch
@@ -128,17 +164,23 @@ def bench_gpu(repeats: int) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=TASKS + ("all", "generate", "gpu"), help="a task's default run, generation, or the GPU")
+    parser.add_argument("what", choices=TASKS + ("all", "generate", "window", "gpu"),
+                        help="a task's default run, generation speed, the stream's quality, or the GPU")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each way; the medians are compared (default: 3)")
     parser.add_argument("--against", type=Path, help="tasks: another checkout to compare with, instead of the straightforward code")
     parser.add_argument("--flags", default="", help="tasks: extra flags for this tree's runs, e.g. \"--runs ''\"")
     parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="generate: the model (default: %(default)s)")
     parser.add_argument("--course-size", action="store_true", help="generate: the course's model size, untrained")
     parser.add_argument("--blocks", type=int, default=6, help="generate: stream length in block_size units (default: 6)")
+    parser.add_argument("--chars", type=int, default=5000, help="window: characters of the validation split (default: 5000)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.what == "gpu":
         return bench_gpu(args.repeats)
+    if args.what == "window":
+        from gpt.checkpoint import load_checkpoint, model_from_checkpoint
+
+        return bench_window(*model_from_checkpoint(load_checkpoint(args.checkpoint)), args.chars)
     if args.what == "generate":
         from gpt.checkpoint import load_checkpoint, model_from_checkpoint
         from gpt.run import friendly_errors

@@ -17,7 +17,7 @@ def pyplot():
 
 
 def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] | None = None,
-              band: dict | None = None) -> None:
+              band: dict | None = None, course_note: str = "") -> None:
     """Train and val loss against the step: the whole run on the left, its second half enlarged on the
     right, with the course's number (a star at the epoch it was printed) and this repository's
     reference band (the final val loss over 3 seeds, mean +- std) to check the run against."""
@@ -34,7 +34,9 @@ def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] |
             ax.axhspan(band["mean"] - band["std"], band["mean"] + band["std"], color="tab:green", alpha=0.25,
                        label=f"reference: final val {band['mean']:.4f} ± {band['std']:.4f} ({band['seeds']} seeds)")
         if course is not None:
-            ax.plot([course[0]], [course[1]], "*", color="black", ms=12, label=f"course: {course[1]:.4f} at epoch {course[0]}")
+            note = f" ({course_note})" if course_note else ""
+            ax.plot([course[0]], [course[1]], "*", color="black", ms=12,
+                    label=f"course: {course[1]:.4f} at epoch {course[0]}{note}")
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats per token)")
         ax.grid(alpha=0.3)
@@ -101,7 +103,7 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str
     plt = pyplot()
     n_layer, n_head = len(maps), maps[0].size(0)
     T = len(tokens)
-    size = 0.11 * T + 1.2
+    size = 0.1 * T + 1.0  # inches per panel: room for a label per token
     fig, axes = plt.subplots(n_layer, n_head, figsize=(size * n_head, size * n_layer), squeeze=False)
     labels = [show_token(t) for t in tokens]
     for layer, heads in enumerate(maps):
@@ -112,8 +114,8 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str
             ax.set_yticks(range(T), labels, fontsize=6, family="monospace")
             name = f"head {h + 1}" if n_layer == 1 else f"layer {layer + 1}, head {h + 1}"
             ax.set_title(name, fontsize=9)
-    fig.suptitle(f"{title}\nrow: the token reading; column: the token it reads; darker: more weight", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"{title}\nrow: the token reading; column: the token it reads; darker: more weight", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # leave the top half inch to the title
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)

@@ -23,10 +23,22 @@ TASK07 = {
 # Task 09: task 07's CPU preset with rotary positions, and the changes whose A/B kept them.
 TASK09 = ModernGPTConfig(**{**vars(TASK07["cpu"]), "checkpoint": "checkpoints/task09.pt"})
 
-# The recorded search for task 07's CPU preset: every trial is the cpu preset with these changes,
-# seed 1337. `python task07.py --search` runs them again.
+# The recorded search for task 07's CPU preset (RESEARCH_LOG.md, "Task 07: the search"): each trial is
+# the cpu preset with these settings, seed 1337, a whole run at a fixed number of steps chosen to take
+# about 8-9 minutes here. `python task07.py --search` runs them again and prints the same numbers.
+B32 = {"batch_size": 32, "max_iters": 4600, "eval_interval": 500, "eval_iters": 20}
+B16 = {"batch_size": 16, "max_iters": 9200, "eval_interval": 1000, "eval_iters": 20}
 TASK07_SEARCH = [
-    {"max_iters": 4600},
+    {**B32},
+    {**B32, "learning_rate": 3e-3},
+    {**B32, "weight_decay": 0.1},
+    {**B32, "dropout": 0.1},
+    {**B16},
+    {**B16, "learning_rate": 3e-3, "min_lr": 1e-5},
+    {**B16, "n_embd": 96, "n_layer": 6},
+    {**B16, "n_head": 8},
+    {**B16, "learning_rate": 1.5e-3},
+    {"max_iters": 8000},  # the preset, at the step count that keeps a run under 10 minutes
 ]
 
 

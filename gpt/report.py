@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .files import atomic_write
-from .reference import BANDS, COURSE, ROOT
+from .reference import BANDS, COURSE, COURSE_NOTES, ROOT
 
 TASKS = ("task00", "task01", "task02", "task03", "task04", "task05", "task06", "task07", "task09")
 SCRIPTS = {"task00": "task00_bigram.py", "task09": "task09_rope.py"}
@@ -109,8 +109,8 @@ def table(bands: dict, runs: dict) -> str:
              "| parameters | wall time |", "|---|---|---|---|---|---|"]
     for task, b in bands.items():
         course = f"{COURSE[task][1]:.4f} ({COURSE[task][0]})" if task in COURSE else "-"
-        if task == "task07":
-            course += " on a GPU, 10.8 M parameters"
+        if task in COURSE_NOTES:
+            course += f", {COURSE_NOTES[task]}"
         params = next(iter(runs[task].values()))["summary"]["parameters"]
         lines.append(f"| `{script(task)}` | {what_it_adds(task)} | {course} | {b['mean']:.4f} ± {b['std']:.4f} "
                      f"({b['epoch']}) | {params:,} | {b['wall_mean']:.0f} s |")

@@ -25,7 +25,7 @@ from .files import atomic_write
 from .generate import generate
 from .measures import format_measures, measure
 from .model import count_parameters
-from .reference import COURSE, band
+from .reference import COURSE, COURSE_NOTES, band
 from .tokenizer import CharTokenizer, tokenizer_from_dict
 from .train import cosine_schedule, make_optimizer, resolve_device, train
 
@@ -241,7 +241,7 @@ class RunFiles:
         written = [self.dir / "history.csv"]
         per_char = isinstance(tokenizer, CharTokenizer)  # the course's numbers and the bands are per character
         plot_loss(history, self.dir / "loss.png", task, COURSE.get(task) if per_char else None,
-                  band(task) if per_char else None)
+                  band(task) if per_char else None, COURSE_NOTES.get(task, ""))
         written.append(self.dir / "loss.png")
         if attention_modules(model):
             if encode_or_none(tokenizer, ATTENTION_TEXT):  # a text without these characters can't show them

@@ -17,7 +17,8 @@ from .run import train_and_report
 
 KNOBS = ("batch_size", "block_size", "learning_rate", "min_lr", "warmup", "n_embd", "n_head", "n_layer", "dropout",
          "weight_decay", "max_iters")  # task 07's own lesson: what a trial may change
-COLUMNS = ["trial", "seed", *KNOBS, "parameters", "seconds", "train_loss", "val_loss", "full_val_loss"]
+EVALUATION = ("eval_interval", "eval_iters")  # not part of the lesson, but they decide which batches the final evaluation draws
+COLUMNS = ["trial", "seed", *KNOBS, *EVALUATION, "parameters", "seconds", "train_loss", "val_loss", "full_val_loss"]
 
 
 def command_line(script: str, preset: str, point: dict, seed: int) -> str:
@@ -31,7 +32,7 @@ def run_trial(task: str, build_model, base: GPTConfig, point: dict, trial: int, 
     start = time.perf_counter()
     result = train_and_report(task, cfg, build_model, log=lambda *_: None, progress=False)
     final = result["history"][-1]
-    row = {"trial": trial, "seed": cfg.seed, **{k: getattr(cfg, k) for k in KNOBS},
+    row = {"trial": trial, "seed": cfg.seed, **{k: getattr(cfg, k) for k in (*KNOBS, *EVALUATION)},
            "parameters": sum(p.numel() for p in result["model"].parameters()),
            "seconds": round(time.perf_counter() - start, 1), "train_loss": round(final["train"], 4),
            "val_loss": round(final["val"], 4), "full_val_loss": round(result["measures"]["loss"], 4)}
@@ -67,7 +68,7 @@ def run_trials(task: str, build_model, base: GPTConfig, points: list[dict], out_
     rows.sort(key=lambda r: r["val_loss"])
     best = rows[0]
     log("\n" + format_table(rows))
-    log(f"wrote {out_csv}\nbest: {command_line(script, preset, {k: best[k] for k in KNOBS if k in points[best['trial']]}, best['seed'])}")
+    log(f"wrote {out_csv}\nbest: {command_line(script, preset, points[best['trial']], best['seed'])}")
     return rows
 
 

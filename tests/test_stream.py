@@ -284,3 +284,23 @@ def test_max_new_tokens_is_exact_even_at_zero(checkpoint):
     base = ["--checkpoint", str(checkpoint), "--device", "cpu", "--prompt", "AB"]
     assert run_main(base + ["--max-new-tokens", "0"]) == "AB\n"
     assert len(run_main(base + ["--max-new-tokens", "3"])) == len("AB") + 3 + 1
+
+
+def test_window_benchmark_scores_the_same_text_both_ways(corpus_text, capsys):
+    """One layer of rotary attention: the sliding cache computes what recomputation computes, so the
+    two read the validation text at the same bits per character; a learned-position model restarts its
+    window, and reads it differently."""
+    from bench.__main__ import bench_window
+    from gpt.data import load_dataset
+
+    tokenizer = load_dataset().tokenizer
+    torch.manual_seed(0)
+    rope = ModernGPT(tokenizer.vocab_size, 8, 32, 4, 1).eval()
+    both = bench_window(rope, tokenizer, 40)
+    assert both[True] == pytest.approx(both[False], abs=1e-4) and 5 < both[True] < 7
+    learned = GPT(tokenizer.vocab_size, 8, 32, 4, 1).eval()
+    with torch.no_grad():
+        learned.position_embedding.weight.normal_()
+    both = bench_window(learned, tokenizer, 40)
+    assert abs(both[True] - both[False]) > 1e-3
+    assert "39 characters of the validation split" in capsys.readouterr().out
