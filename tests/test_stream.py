@@ -304,3 +304,19 @@ def test_window_benchmark_scores_the_same_text_both_ways(corpus_text, capsys):
     both = bench_window(learned, tokenizer, 40)
     assert abs(both[True] - both[False]) > 1e-3
     assert "39 characters of the validation split" in capsys.readouterr().out
+
+
+def test_the_course_size_benchmark_model_is_the_gpu_preset():
+    from bench.__main__ import course_size_model
+
+    model, tokenizer = course_size_model()
+    assert sum(p.numel() for p in model.parameters()) == 10_788_929 and model.block_size == 256
+    assert tokenizer.vocab_size == 65 and not model.training
+
+
+def test_the_gpu_benchmark_says_it_needs_a_gpu(monkeypatch):
+    from bench.__main__ import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        main(["gpu"])
