@@ -69,18 +69,19 @@ def test_report_makes_bands_and_the_table_from_the_runs(tmp_path, monkeypatch):
     import gpt.report as report
 
     monkeypatch.setattr(report, "RUNS", tmp_path)
-    for seed, final in ((1337, 2.05), (1338, 2.07), (1339, 2.06)):
-        run = tmp_path / str(seed) / "task06"
+    for seed, at_4500, final in ((1337, 2.10, 2.05), (1338, 2.12, 2.07), (1339, 2.11, 2.06)):
+        run = tmp_path / str(seed) / "task05"
         run.mkdir(parents=True)
         (run / "history.csv").write_text("step,train_loss,val_loss,seconds,eval_batches\n0,4.2,4.2,0.1,200\n"
-                                         f"4999,1.9,{final},40,200\n")
-        (run / "summary.json").write_text(json.dumps({"parameters": 42369}))
+                                         f"4500,1.95,{at_4500},36,200\n4999,1.9,{final},40,200\n")
+        (run / "summary.json").write_text(json.dumps({"parameters": 41921}))
         (run / "wall.json").write_text(json.dumps({"wall_seconds": 40.0 + seed - 1337}))
     runs = report.collect(report.TASKS)
     bands = report.make_bands(runs)
-    assert bands["task06"]["mean"] == 2.06 and bands["task06"]["std"] == 0.01 and bands["task06"]["wall_mean"] == 41.0
+    assert bands["task05"]["mean"] == 2.06 and bands["task05"]["std"] == 0.01 and bands["task05"]["wall_mean"] == 41.0
+    assert bands["task05"]["at_course_epoch"] == {"mean": 2.11, "std": 0.01}, "the course printed task 05 at epoch 4500"
     table = report.table(bands, runs)
-    assert "| `task06.py` | layer normalisation, before each sub-layer (pre-LN) and once at the end | 2.0694 (4999) | " \
-           "2.0600 ± 0.0100 (4999) | 42,369 | 41 s |" in table
+    assert "| `task05.py` | skip connections, an attention output projection, and a 4x wider MLP | " \
+           "2.0771 (4500) | 2.1100 ± 0.0100 | 2.0600 ± 0.0100 (4999) | 41,921 | 41 s |" in table
     report.draw(runs, bands, tmp_path / "course.png")
     assert (tmp_path / "course.png").read_bytes()[:8] == PNG

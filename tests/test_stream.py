@@ -126,7 +126,6 @@ def test_rope_stream_slides_and_every_step_equals_a_fresh_forward_over_the_last_
 def sliding_window_forward(model, tokens: list[int]) -> torch.Tensor:
     """What a sliding window computes with any number of layers: the whole sequence at once, each query
     reading only the block_size tokens up to it, positions turned as far as they go."""
-    from gpt.model import causal_attention_weights  # noqa: F401  (the same softmax, spelled out below)
 
     T, bs = len(tokens), model.block_size
     x = model.token_embedding(torch.tensor([tokens]))
