@@ -4,7 +4,8 @@ Written the way the lecture writes it: a Python list of separate heads, each wit
 and value Linear and the attention math spelled out; batches gathered with a Python loop; the loss
 estimated from 200 separate batches per split; AdamW with PyTorch's defaults; PyTorch's default
 thread count; the whole context recomputed for every sampled character. The models are the same
-as the `gpt/` parts compose (same layers, sizes and initialisation), so both reach the same losses.
+as the `gpt/` parts compose (same layers and sizes); the two use the random numbers in a different
+order, so their final losses differ by up to about 0.02.
 
     python -m bench.baseline task05        # one full run, printing the course's table
 """

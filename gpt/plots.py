@@ -110,8 +110,15 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str
         for h in range(n_head):
             ax = axes[layer][h]
             ax.imshow(heads[h].numpy(), cmap="Blues", vmin=0, vmax=1)
-            ax.set_xticks(range(T), labels, fontsize=6, rotation=90, family="monospace")
-            ax.set_yticks(range(T), labels, fontsize=6, family="monospace")
+            # the characters along the bottom row and the left column: every panel has the same axes
+            if layer == n_layer - 1:
+                ax.set_xticks(range(T), labels, fontsize=6, rotation=90, family="monospace")
+            else:
+                ax.set_xticks([])
+            if h == 0:
+                ax.set_yticks(range(T), labels, fontsize=6, family="monospace")
+            else:
+                ax.set_yticks([])
             name = f"head {h + 1}" if n_layer == 1 else f"layer {layer + 1}, head {h + 1}"
             ax.set_title(name, fontsize=9)
     fig.suptitle(f"{title}\nrow: the token reading; column: the token it reads; darker: more weight", fontsize=11)
