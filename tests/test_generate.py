@@ -44,11 +44,12 @@ def test_greedy_and_top_k():
 
 def test_top_p_draws_only_from_the_smallest_set_that_reaches_p():
     """Probabilities 0.5, 0.25, 0.1875, 0.0625 (in a shuffled order): p = 0.4 needs only the likeliest,
-    p = 0.7 the two likeliest (0.75 reaches it), p = 0.8 three (0.9375), p = 1 all four."""
+    p = 0.7 the two likeliest (0.75 reaches it), p = 0.8 three (0.9375), p = 1 all four. Where the mass
+    lands exactly on p (0.5, 0.75: exact in floating point) the set stops there."""
     probs = torch.tensor([[0.1875, 0.5, 0.0625, 0.25]])
     logits = probs.log()
     g = torch.Generator().manual_seed(0)
-    for p, allowed in ((0.4, {1}), (0.7, {1, 3}), (0.8, {0, 1, 3}), (1.0, {0, 1, 2, 3})):
+    for p, allowed in ((0.4, {1}), (0.5, {1}), (0.7, {1, 3}), (0.75, {1, 3}), (0.8, {0, 1, 3}), (1.0, {0, 1, 2, 3})):
         picks = {sample_next(logits, top_p=p, generator=g).item() for _ in range(400)}
         assert picks == allowed, f"top-p {p}: drew {sorted(picks)}"
     rows = sample_next(torch.cat([logits, logits.flip(-1)]), top_p=0.4, generator=g)
