@@ -110,17 +110,18 @@ def bench_window(model, tokenizer, n_chars: int) -> dict:
     print(f"{len(text) - 1} characters of the validation split, block_size {model.block_size}", flush=True)
     results = {}
     for use_cache in (True, False):
-        nll, feed = [0.0], iter(text[1:])
+        nll, feed = 0.0, iter(text[1:])
 
-        def pick(logits, feed=feed, nll=nll):
+        def pick(logits):  # score the text's next character, then feed it on
+            nonlocal nll
             token = next(feed)
-            nll[0] -= F.log_softmax(logits[0].float(), dim=-1)[token].item()
+            nll -= F.log_softmax(logits[0].float(), dim=-1)[token].item()
             return token
 
         start = time.perf_counter()
         for _ in itertools.islice(stream(model, text[:1], pick, use_cache=use_cache), len(text) - 1):
             pass
-        results[use_cache] = nll[0] / (len(text) - 1) / math.log(2)
+        results[use_cache] = nll / (len(text) - 1) / math.log(2)
         print(f"  {'cache' if use_cache else 'recompute':>9}: {results[use_cache]:.4f} bits/char "
               f"({time.perf_counter() - start:.1f} s)", flush=True)
     return results
@@ -177,15 +178,13 @@ def main(argv=None):
     sys.path.insert(0, str(ROOT))
     if args.what == "gpu":
         return bench_gpu(args.repeats)
-    if args.what == "window":
-        from gpt.checkpoint import load_checkpoint, model_from_checkpoint
-
-        return bench_window(*model_from_checkpoint(load_checkpoint(args.checkpoint)), args.chars)
-    if args.what == "generate":
+    if args.what in ("window", "generate"):
         from gpt.checkpoint import load_checkpoint, model_from_checkpoint
         from gpt.run import friendly_errors
 
-        with friendly_errors():
+        with friendly_errors():  # a missing or foreign checkpoint: a message, not a traceback
+            if args.what == "window":
+                return bench_window(*model_from_checkpoint(load_checkpoint(args.checkpoint)), args.chars)
             if args.course_size:
                 model, tokenizer = course_size_model()
                 return bench_generate(model, tokenizer, args.blocks, args.repeats, "the course's model size, untrained")

@@ -21,12 +21,12 @@ TASK07 = {
                      max_iters=8000, eval_interval=1000, eval_iters=40),
 }
 
-# Task 09: task 07's CPU preset with rotary positions, and the changes whose A/B kept them.
+# Task 09: task 07's CPU preset with rotary positions. No other change has passed its A/B (RESEARCH_LOG.md).
 TASK09 = ModernGPTConfig(**{**vars(TASK07["cpu"]), "checkpoint": "checkpoints/task09.pt"})
 
 # The recorded search for task 07's CPU preset (RESEARCH_LOG.md, "Task 07: the search"): each trial is
 # the cpu preset with these settings, seed 1337, a whole run at a fixed number of steps chosen to take
-# about 8-9 minutes here. `python task07.py --search` runs them again and prints the same numbers.
+# about 8-11 minutes here. `python task07.py --search` runs them again and prints the same numbers.
 B32 = {"batch_size": 32, "max_iters": 4600, "eval_interval": 500, "eval_iters": 20}
 B16 = {"batch_size": 16, "max_iters": 9200, "eval_interval": 1000, "eval_iters": 20}
 TASK07_SEARCH = [
