@@ -6,6 +6,7 @@
     python -m bench generate                    # task 08: characters per second, with and without the cache
     python -m bench generate --course-size      # the same for the course's 10.8 M-parameter, block-256 model
     python -m bench window --checkpoint checkpoints/task09.pt   # what the stream's window costs in quality
+    python -m bench positions --checkpoint checkpoints/task07.pt   # the val loss at each position of the window
     python -m bench gpu                         # task 07's gpu preset with and without the GPU speed-ups (CUDA)
 
 Each task run is a separate process timed from start to exit (import, data, training, evaluation,
@@ -91,6 +92,16 @@ def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> d
     return med
 
 
+def shakespeare_for(tokenizer, what: str):
+    """Tiny Shakespeare, for a character-level model of it (the one tokenizer these benchmarks read)."""
+    from gpt.data import load_dataset
+
+    data = load_dataset()
+    if data.tokenizer.to_dict() != tokenizer.to_dict():
+        raise SystemExit(f"bench {what} reads Tiny Shakespeare's validation split: give a character-level model of it")
+    return data
+
+
 def bench_window(model, tokenizer, n_chars: int) -> dict:
     """Bits per character of the validation text when the stream reads it: each next character scored
     from the logits the stream computes, then the text's own character fed on. With the cache and by
@@ -100,12 +111,9 @@ def bench_window(model, tokenizer, n_chars: int) -> dict:
 
     import torch.nn.functional as F
 
-    from gpt.data import load_dataset
     from gpt.generate import stream
 
-    data = load_dataset()
-    if data.tokenizer.to_dict() != tokenizer.to_dict():
-        raise SystemExit("bench window reads Tiny Shakespeare's validation split: give a character-level model of it")
+    data = shakespeare_for(tokenizer, "window")
     text = data.val[:n_chars].tolist()
     print(f"{len(text) - 1} characters of the validation split, block_size {model.block_size}", flush=True)
     results = {}
@@ -125,6 +133,26 @@ def bench_window(model, tokenizer, n_chars: int) -> dict:
         print(f"  {'cache' if use_cache else 'recompute':>9}: {results[use_cache]:.4f} bits/char "
               f"({time.perf_counter() - start:.1f} s)", flush=True)
     return results
+
+
+def bench_positions(model, tokenizer) -> list[float]:
+    """The validation loss by position in the window, in doubling ranges: how much the context helps,
+    and what the loss averaged over a block_size window is made of."""
+    import torch
+
+    from gpt.measures import measure
+
+    data = shakespeare_for(tokenizer, "positions")
+    m = measure(model, torch.cat([data.train[-1:], data.val]), data.val_chars, model.block_size)
+    by_position = m["loss_by_position"]
+    print(f"val loss {m['loss']:.4f} over windows of {model.block_size}; by position (tokens of context):")
+    start = 0
+    while start < len(by_position):
+        end = min(len(by_position), max(1, 2 * start))
+        part = by_position[start:end]
+        print(f"  {start:>4}-{end - 1:<4} {sum(part) / len(part):.4f}")
+        start = end
+    return by_position
 
 
 def course_size_model():
@@ -165,12 +193,13 @@ def bench_gpu(repeats: int) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=TASKS + ("all", "generate", "window", "gpu"),
-                        help="a task's default run, generation speed, the stream's quality, or the GPU")
+    parser.add_argument("what", choices=TASKS + ("all", "generate", "window", "positions", "gpu"),
+                        help="a task's default run, generation speed, the stream's quality, the loss by "
+                             "position, or the GPU")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each way; the medians are compared (default: 3)")
     parser.add_argument("--against", type=Path, help="tasks: another checkout to compare with, instead of the straightforward code")
     parser.add_argument("--flags", default="", help="tasks: extra flags for this tree's runs, e.g. \"--runs ''\"")
-    parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="generate: the model (default: %(default)s)")
+    parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="generate, window, positions: the model (default: %(default)s)")
     parser.add_argument("--course-size", action="store_true", help="generate: the course's model size, untrained")
     parser.add_argument("--blocks", type=int, default=6, help="generate: stream length in block_size units (default: 6)")
     parser.add_argument("--chars", type=int, default=5000, help="window: characters of the validation split (default: 5000)")
@@ -178,13 +207,15 @@ def main(argv=None):
     sys.path.insert(0, str(ROOT))
     if args.what == "gpu":
         return bench_gpu(args.repeats)
-    if args.what in ("window", "generate"):
+    if args.what in ("window", "positions", "generate"):
         from gpt.checkpoint import load_checkpoint, model_from_checkpoint
         from gpt.run import friendly_errors
 
         with friendly_errors():  # a missing or foreign checkpoint: a message, not a traceback
             if args.what == "window":
                 return bench_window(*model_from_checkpoint(load_checkpoint(args.checkpoint)), args.chars)
+            if args.what == "positions":
+                return bench_positions(*model_from_checkpoint(load_checkpoint(args.checkpoint)))
             if args.course_size:
                 model, tokenizer = course_size_model()
                 return bench_generate(model, tokenizer, args.blocks, args.repeats, "the course's model size, untrained")

@@ -1,5 +1,6 @@
 """The measures learners compare, over a whole split with every position scored once: loss,
-perplexity, bits per character and top-1 / top-5 accuracy of the next token.
+perplexity, bits per character and top-1 / top-5 accuracy of the next token; and the loss at each
+position of the window, which shows how much the context helps.
 
 Loss and perplexity are per token, so they depend on the tokenizer; bits per character divide the
 same total by the number of characters of the text instead, so a character-level model and a
@@ -22,6 +23,10 @@ def measure(model, ids: torch.Tensor, n_chars: int, block_size: int, device: str
     before, or of nothing), so that every token of the split is predicted. The text is cut into
     consecutive windows of block_size tokens, so each position sees between 0 and block_size - 1
     tokens of context, as in training. n_chars: the characters those predicted tokens spell.
+
+    loss_by_position[t]: the mean loss of the predictions made from t tokens of context (position t of
+    the full windows). The loss is their mean over positions, so a longer block_size lowers it even if
+    the model predicts no better from the same context.
     """
     was_training = model.training
     model.eval()
@@ -33,20 +38,25 @@ def measure(model, ids: torch.Tensor, n_chars: int, block_size: int, device: str
     batches = [full[i:i + per_forward] for i in range(0, len(full), per_forward)]
     batches += [[w] for w in windows if len(w[0]) < block_size]  # the short last window on its own
     nll, top1, top5 = 0.0, 0, 0
+    by_position = torch.zeros(block_size, dtype=torch.float64)  # summed over the full windows
     for batch in batches:
         x = torch.stack([w[0] for w in batch]).to(device)  # (N, T)
         y = torch.stack([w[1] for w in batch]).to(device)  # (N, T)
         logits, _ = model(x)  # (N, T, V)
         logits = logits.float().flatten(0, 1)  # (N*T, V)
         y = y.flatten()  # (N*T,)
-        nll += F.cross_entropy(logits, y, reduction="sum").item()
+        token_nll = F.cross_entropy(logits, y, reduction="none")  # (N*T,)
+        nll += token_nll.sum().item()
+        if x.size(1) == block_size:
+            by_position += token_nll.view(len(batch), block_size).sum(0).double().cpu()
         best = logits.topk(min(5, logits.size(-1)), dim=-1).indices  # (N*T, 5)
         top1 += (best[:, 0] == y).sum().item()
         top5 += (best == y[:, None]).any(dim=-1).sum().item()
     model.train(was_training)
     loss = nll / n
     return {"tokens": n, "chars": n_chars, "loss": loss, "perplexity": math.exp(loss),
-            "bits_per_char": nll / math.log(2) / n_chars, "top1": top1 / n, "top5": top5 / n}
+            "bits_per_char": nll / math.log(2) / n_chars, "top1": top1 / n, "top5": top5 / n,
+            "loss_by_position": (by_position / max(1, len(full))).tolist()}
 
 
 def format_measures(split: str, m: dict) -> str:

@@ -58,3 +58,21 @@ def test_bits_per_character_is_loss_over_ln2_for_the_character_tokenizer(corpus_
     m = measure(model, ids, data.val_chars, block_size=8)
     assert m["tokens"] == m["chars"] == 111_540, "every character of the validation split is predicted once"
     assert m["bits_per_char"] == pytest.approx(m["loss"] / math.log(2), rel=1e-9)
+
+
+class SurerWithContext(nn.Module):
+    """Predicts token 0 with logit t at position t (against 0 for token 1): the more context, the surer."""
+
+    def forward(self, idx, targets=None):
+        T = idx.size(1)
+        logits = torch.zeros(*idx.shape, 2)
+        logits[..., 0] = torch.arange(T, dtype=torch.float)  # (B, T, 2)
+        return logits, None
+
+
+def test_loss_by_position_is_the_loss_made_from_each_amount_of_context():
+    ids = torch.zeros(1 + 3 * 4 + 2, dtype=torch.long)  # three full windows of 4 and a short one of 2
+    m = measure(SurerWithContext(), ids, n_chars=14, block_size=4)
+    expected = [math.log(1 + math.exp(-t)) for t in range(4)]  # -log p(token 0) at position t
+    assert m["loss_by_position"] == pytest.approx(expected, abs=1e-6)
+    assert m["loss"] == pytest.approx((3 * sum(expected) + expected[0] + expected[1]) / 14, abs=1e-6)
