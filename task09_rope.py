@@ -18,8 +18,10 @@ Other changes from recent papers can be composed in (gpt/modern.py lists them wi
 A/B over 3 seeds kept (RESEARCH_LOG.md). `--compare SETTING=VALUE` runs that A/B: this run's
 configuration against the same with one setting changed, at the same step count, seed by seed.
 
-This trains task 07's CPU preset with RoPE for a fixed number of steps and saves
-checkpoints/task09.pt (stream from it: python task08_infinite.py --checkpoint checkpoints/task09.pt).
+This trains task 07's CPU preset with RoPE, in windows twice as long (block 128, batch 8: the same
+tokens per step), for 7000 steps, and saves checkpoints/task09.pt (stream from it: python
+task08_infinite.py --checkpoint checkpoints/task09.pt). With no position table to learn, RoPE turns
+the longer context into a lower loss; learned positions did not (RESEARCH_LOG.md).
 
     python task09_rope.py                                  # the RoPE model, under 10 minutes on a CPU
     python task09_rope.py --compare positions=learned --seeds 3   # RoPE vs the learned table (an hour)
