@@ -138,12 +138,9 @@ def bench_window(model, tokenizer, n_chars: int) -> dict:
 def bench_positions(model, tokenizer) -> list[float]:
     """The validation loss by position in the window, in doubling ranges: how much the context helps,
     and what the loss averaged over a block_size window is made of."""
-    import torch
+    from gpt.measures import measure_val
 
-    from gpt.measures import measure
-
-    data = shakespeare_for(tokenizer, "positions")
-    m = measure(model, torch.cat([data.train[-1:], data.val]), data.val_chars, model.block_size)
+    m = measure_val(model, shakespeare_for(tokenizer, "positions"), model.block_size)
     by_position = m["loss_by_position"]
     print(f"val loss {m['loss']:.4f} over windows of {model.block_size}; by position (tokens of context):")
     start = 0

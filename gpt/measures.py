@@ -59,6 +59,12 @@ def measure(model, ids: torch.Tensor, n_chars: int, block_size: int, device: str
             "loss_by_position": (by_position / max(1, len(full))).tolist()}
 
 
+def measure_val(model, data, block_size: int, device: str = "cpu") -> dict:
+    """measure() over a Dataset's whole validation split: its first token predicted from the last
+    training token, so that every validation token is scored once."""
+    return measure(model, torch.cat([data.train[-1:], data.val]), data.val_chars, block_size, device)
+
+
 def format_measures(split: str, m: dict) -> str:
     """One line in a fixed format, e.g.
     val (111,540 characters): loss 2.0612 | perplexity 7.86 | 2.974 bits/char | top-1 40.1% | top-5 76.3%"""

@@ -23,7 +23,7 @@ from .data import Dataset, load_dataset
 from .errors import UserError
 from .files import atomic_write
 from .generate import generate
-from .measures import format_measures, measure
+from .measures import format_measures, measure_val
 from .model import count_parameters
 from .reference import COURSE, COURSE_NOTES, band
 from .tokenizer import CharTokenizer, tokenizer_from_dict
@@ -123,7 +123,7 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
                  if checkpoint and history else "nothing was saved")
         print(f"\ninterrupted: {where}", file=sys.stderr)
         raise SystemExit(130) from None
-    measures = measure(model, torch.cat([data.train[-1:], data.val]), data.val_chars, cfg.block_size, device)
+    measures = measure_val(model, data, cfg.block_size, device)
     log(format_measures("val", measures))
     if checkpoint:
         log(f"saved the final model to {checkpoint}")

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from gpt.data import load_dataset
-from gpt.measures import format_measures, measure
+from gpt.measures import format_measures, measure, measure_val
 
 
 class FixedLogits(nn.Module):
@@ -54,8 +54,7 @@ def test_bits_per_character_is_loss_over_ln2_for_the_character_tokenizer(corpus_
     data = load_dataset()
     torch.manual_seed(0)
     model = FixedLogits(torch.randn(65, 65).tolist())
-    ids = torch.cat([data.train[-1:], data.val])
-    m = measure(model, ids, data.val_chars, block_size=8)
+    m = measure_val(model, data, block_size=8)
     assert m["tokens"] == m["chars"] == 111_540, "every character of the validation split is predicted once"
     assert m["bits_per_char"] == pytest.approx(m["loss"] / math.log(2), rel=1e-9)
 
