@@ -19,13 +19,13 @@ import itertools
 import os
 import sys
 
-import torch
-
 from gpt.checkpoint import load_checkpoint, model_from_checkpoint
 from gpt.config import at_least, checked, probability
+from gpt.device import DEVICES, resolve_device
 from gpt.generate import sampler, stream
 from gpt.run import friendly_errors
-from gpt.train import DEVICES, resolve_device
+
+import torch  # after gpt, which picks torch's CPU kernels before torch loads
 
 
 def parse_args(argv=None):
@@ -51,7 +51,7 @@ def main(argv=None, out=None) -> int:
     out = out or sys.stdout
     with friendly_errors():
         device = resolve_device(args.device)
-        ckpt = load_checkpoint(args.checkpoint, map_location=device, how_to_make_one=(
+        ckpt = load_checkpoint(args.checkpoint, how_to_make_one=(  # read on the CPU, moved below
             "Train one first: python task07.py (under 10 minutes on a CPU), then run this again."))
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)

@@ -140,7 +140,8 @@ def bench_positions(model, tokenizer) -> list[float]:
     and what the loss averaged over a block_size window is made of."""
     from gpt.measures import measure_val
 
-    m = measure_val(model, shakespeare_for(tokenizer, "positions"), model.block_size)
+    device = next(model.parameters()).device.type
+    m = measure_val(model, shakespeare_for(tokenizer, "positions"), model.block_size, device)
     by_position = m["loss_by_position"]
     print(f"val loss {m['loss']:.4f} over windows of {model.block_size}; by position (tokens of context):")
     start = 0
@@ -200,24 +201,33 @@ def main(argv=None):
     parser.add_argument("--course-size", action="store_true", help="generate: the course's model size, untrained")
     parser.add_argument("--blocks", type=int, default=6, help="generate: stream length in block_size units (default: 6)")
     parser.add_argument("--chars", type=int, default=5000, help="window: characters of the validation split (default: 5000)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"),
+                        help="generate, window, positions: where the model runs (default: auto)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    import gpt  # noqa: F401  (picks torch's CPU kernels for this process and the runs it starts: gpt/cpu_kernels.py)
     if args.what == "gpu":
         return bench_gpu(args.repeats)
     if args.what in ("window", "positions", "generate"):
         from gpt.checkpoint import load_checkpoint, model_from_checkpoint
         from gpt.run import friendly_errors
 
+        from gpt.device import describe_device, resolve_device
+
         with friendly_errors():  # a missing or foreign checkpoint: a message, not a traceback
-            if args.what == "window":
-                return bench_window(*model_from_checkpoint(load_checkpoint(args.checkpoint)), args.chars)
-            if args.what == "positions":
-                return bench_positions(*model_from_checkpoint(load_checkpoint(args.checkpoint)))
-            if args.course_size:
+            device = resolve_device(args.device)
+            print(f"device: {describe_device(device)}", flush=True)
+            if args.course_size and args.what == "generate":
                 model, tokenizer = course_size_model()
-                return bench_generate(model, tokenizer, args.blocks, args.repeats, "the course's model size, untrained")
-            model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint))
-            return bench_generate(model, tokenizer, args.blocks, args.repeats, args.checkpoint)
+                model = model.to(device)
+            else:
+                model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint), device)
+            if args.what == "window":
+                return bench_window(model, tokenizer, args.chars)
+            if args.what == "positions":
+                return bench_positions(model, tokenizer)
+            label = "the course's model size, untrained" if args.course_size else args.checkpoint
+            return bench_generate(model, tokenizer, args.blocks, args.repeats, label)
     import shlex
 
     results = [bench_task(t, args.repeats, args.against, tuple(shlex.split(args.flags)))

@@ -9,4 +9,9 @@
     checkpoint.py  saving and loading models       presets.py  task 07's and 09's runs, and the search
     search.py      grids and the search            plots.py    loss curves and attention maps
     report.py      the whole course in one picture and one table (python -m gpt.report)
+    device.py      cuda, mps or cpu, and the precision each runs natively
 """
+from .cpu_kernels import choose_avx2
+
+choose_avx2()  # the same table on every x86 CPU; before anything imports torch (gpt/cpu_kernels.py)
+

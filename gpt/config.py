@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from .device import DEVICES, PRECISIONS
 from .errors import UserError
 
 
@@ -71,8 +72,10 @@ class TrainConfig:
     eval_interval: int = option(500, "evaluate every this many steps", at_least(1))
     eval_iters: int = option(200, "batches per split averaged by each evaluation", at_least(1))
     seed: int = option(1337, "random seed: the same seed gives the same run")
-    device: str = option("auto", "where to train: auto picks cuda, then mps, then cpu",
-                         choices=("auto", "cuda", "mps", "cpu"))
+    device: str = option("auto", "where to train: auto picks cuda, then mps, then cpu", choices=DEVICES)
+    precision: str = option("auto", "auto: what the device runs natively (bf16 on Ampere+ GPUs, fp16 with a "
+                                    "gradient scaler on older ones, fp32 on MPS and CPUs); or fp32, bf16, fp16",
+                            choices=PRECISIONS)
     sample_tokens: int = option(500, "characters to sample from the trained model", at_least(0))
     runs: str = option("runs", "folder for the run's history, loss curve and attention map ('' for none)")
 

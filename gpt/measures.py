@@ -48,7 +48,7 @@ def measure(model, ids: torch.Tensor, n_chars: int, block_size: int, device: str
         token_nll = F.cross_entropy(logits, y, reduction="none")  # (N*T,)
         nll += token_nll.sum().item()
         if x.size(1) == block_size:
-            by_position += token_nll.view(len(batch), block_size).sum(0).double().cpu()
+            by_position += token_nll.view(len(batch), block_size).sum(0).cpu().double()  # MPS has no float64
         best = logits.topk(min(5, logits.size(-1)), dim=-1).indices  # (N*T, 5)
         top1 += (best[:, 0] == y).sum().item()
         top5 += (best == y[:, None]).any(dim=-1).sum().item()

@@ -9,6 +9,7 @@ import argparse
 import torch
 
 from .config import GPTConfig, ModernGPTConfig
+from .device import mps_available
 
 TASK07 = {
     # The course's configuration, as it ran it on a GPU: constant learning rate, 5000 steps.
@@ -57,4 +58,8 @@ def choose_preset(argv, presets: dict) -> tuple[str, str]:
         return known.preset, "asked for with --preset"
     if torch.cuda.is_available():
         return "gpu", "CUDA is available"
-    return "cpu", "no CUDA GPU found; --preset gpu runs the course's full-size model (about a day on a CPU)"
+    gpu_preset = "--preset gpu runs the course's full-size model, made for a CUDA GPU (the run says how long it would take here)"
+    if mps_available():
+        return "cpu", f"an Apple GPU (MPS) but no CUDA GPU: the laptop preset, trained on MPS; {gpu_preset}"
+    return "cpu", f"no GPU found; {gpu_preset}"
+

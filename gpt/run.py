@@ -27,7 +27,8 @@ from .measures import format_measures, measure_val
 from .model import count_parameters
 from .reference import COURSE, COURSE_NOTES, band
 from .tokenizer import CharTokenizer, tokenizer_from_dict
-from .train import cosine_schedule, make_optimizer, resolve_device, train
+from .device import choose_precision, describe_device, device_rng_state, resolve_device, set_device_rng_state
+from .train import cosine_schedule, expected_seconds, make_optimizer, seconds_per_step, train
 
 
 @contextmanager
@@ -63,8 +64,9 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
     cfg.final_eval_iters batches after the last step, and cfg.checkpoint (if set) is written at every
     evaluation and at the end; resume continues from it exactly; overwrite allows replacing it.
     make_opt(cfg, model) builds the optimizer, or returns None for AdamW (the default).
-    speedups=False turns the GPU's speed-ups off (bf16, TF32, flash attention, the fused optimizer),
-    for a benchmark.
+    The precision is cfg.precision ('auto': what the device runs natively, gpt/device.py), the same for
+    training, every evaluation and the measures. speedups=False runs fp32 with the GPU's other speed-ups
+    off (TF32, flash attention, the fused optimizer), for a benchmark.
     """
     long_run = isinstance(cfg, GPTConfig)
     checkpoint = cfg.checkpoint if long_run else ""
@@ -81,6 +83,7 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
         raise UserError(f"{checkpoint} was trained with another tokenizer or text than {cfg.data}")
     model = build_model(cfg, data.tokenizer.vocab_size).to(device)
     speed = speed_settings(device, speedups)
+    precision = choose_precision(device, cfg.precision if speedups else "fp32")
     optimizer = make_opt(cfg, model) if make_opt is not None else None
     if optimizer is None:
         optimizer = make_optimizer(model, cfg.learning_rate, getattr(cfg, "weight_decay", 0.01),
@@ -92,11 +95,17 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
             raise UserError(f"{checkpoint} holds a model with {different}: resume it with the same settings")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        state = restore_state(saved["state"])
+        state = restore_state(saved["state"], device, log)
     log(describe(cfg))
-    log(f"device: {device} | parameters: {count_parameters(model):,}")
+    log(f"device: {describe_device(device)} | precision: {precision.name} ({precision.why}) | "
+        f"parameters: {count_parameters(model):,}")
     if saved is not None:
         log(f"resumed from {checkpoint} at iteration {state['iter']} ({state['time']:.0f}s in)")
+    if long_run:
+        step = seconds_per_step(model, cfg.batch_size, cfg.block_size, data.tokenizer.vocab_size, device, precision)
+        steps = cfg.max_iters - (state["iter"] if state else 0)
+        log(how_long(step, expected_seconds(step, steps, cfg.eval_interval, cfg.eval_iters, cfg.final_eval_iters),
+                     steps, device))
     history = list(saved["history"]) if saved is not None else []
     files = RunFiles(cfg.runs, task)
 
@@ -104,7 +113,7 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
         history.append(record)
         if checkpoint:  # before the line is printed: a line on the screen means its model is saved
             save_checkpoint(checkpoint, {**model_payload(model), "tokenizer": data.tokenizer.to_dict(),
-                                         "optimizer": optimizer.state_dict(), "state": save_state(state),
+                                         "optimizer": optimizer.state_dict(), "state": save_state(state, device),
                                          "history": history, "config": dataclasses.asdict(cfg), "task": task})
         files.write_history(history)
         log(format_eval(record, data))
@@ -116,14 +125,15 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
                   max_iters=cfg.max_iters, eval_interval=cfg.eval_interval, eval_iters=cfg.eval_iters,
                   final_eval_iters=cfg.final_eval_iters if long_run else None, seed=cfg.seed, device=device,
                   on_eval=on_eval, state=state, lr_schedule=schedule(cfg) if long_run else None,
-                  time_budget=(cfg.time_budget or None) if long_run else None, amp_dtype=speed["amp_dtype"],
+                  time_budget=(cfg.time_budget or None) if long_run else None, precision=precision,
                   progress=progress)
     except KeyboardInterrupt:
         where = (f"the model as of iteration {history[-1]['iter']} is in {checkpoint}; continue with --resume"
                  if checkpoint and history else "nothing was saved")
         print(f"\ninterrupted: {where}", file=sys.stderr)
         raise SystemExit(130) from None
-    measures = measure_val(model, data, cfg.block_size, device)
+    with precision.autocast():  # as the table's evaluations ran, so that the last line and this one agree
+        measures = measure_val(model, data, cfg.block_size, device)
     log(format_measures("val", measures))
     if checkpoint:
         log(f"saved the final model to {checkpoint}")
@@ -139,8 +149,26 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
 
 def setup(cfg) -> str:
     """Seed and device for a run; returns the device."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # every device's generator: the CPU's, CUDA's and MPS's
     return resolve_device(cfg.device)
+
+
+def how_long(step_seconds: float, total_seconds: float, steps: int, device: str) -> str:
+    """What a run will take here, from a timed step; a warning when it is hours."""
+    line = (f"about {duration(total_seconds)} here for {steps:,} steps and their evaluations "
+            f"({1000 * step_seconds:.0f} ms a step on {device})")
+    if total_seconds < 3600:
+        return line
+    return (f"warning: {line}. This configuration is made for a faster device; Ctrl-C stops it (with "
+            f"--checkpoint, --resume continues later). On a laptop, task 07's --preset cpu takes minutes.")
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
 
 
 def schedule(cfg: GPTConfig):
@@ -155,35 +183,44 @@ def schedule(cfg: GPTConfig):
 
 
 def speed_settings(device: str, speedups: bool = True) -> dict:
-    """What makes a small GPT fast on a CUDA GPU: bf16 autocast, TF32 matmuls, flash attention (the
-    fused kernel picks it), the fused optimizer. With speedups=False, plain fp32 and PyTorch's
-    unfused attention and optimizer, to measure what they buy."""
+    """What makes a small GPT fast on a CUDA GPU besides the precision: TF32 matmuls, flash attention
+    (the fused kernel picks it), the fused optimizer. With speedups=False, PyTorch's unfused attention
+    and optimizer and full fp32 matmuls, to measure what they buy."""
     on_gpu = device == "cuda"
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = speedups
         torch.backends.cudnn.allow_tf32 = speedups
-    bf16 = on_gpu and speedups and (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
     return {
-        "amp_dtype": torch.bfloat16 if bf16 else None,
         "attention": nullcontext() if speedups or not on_gpu else torch.nn.attention.sdpa_kernel(
             torch.nn.attention.SDPBackend.MATH),
         "fused": speedups,
     }
 
 
-def save_state(state: dict) -> dict:
-    """The loop's state as plain tensors and numbers, with the global random state (dropout draws from it)."""
+def save_state(state: dict, device: str) -> dict:
+    """The loop's state as plain tensors and numbers, with the random state of the CPU and of the device
+    (dropout on a GPU draws from the GPU's generator), and the fp16 gradient scaler's, if any."""
+    scaler = state.get("scaler")
     return {"iter": state["iter"], "time": state["time"], "rng": torch.get_rng_state(),
+            "device": device, "device_rng": device_rng_state(device),
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "generators": {name: g.get_state() for name, g in state["generators"].items()}}
 
 
-def restore_state(saved: dict) -> dict:
+def restore_state(saved: dict, device: str, log=print) -> dict:
+    """Undo save_state after setup() has seeded every generator, so that the run continues exactly."""
     torch.set_rng_state(saved["rng"])
+    if saved.get("device_rng") is not None:
+        if saved.get("device") == device:
+            set_device_rng_state(device, saved["device_rng"])
+        else:
+            log(f"note: this run was saved on {saved.get('device')} and resumes on {device}: with dropout, "
+                f"its random draws differ from an uninterrupted run's from here on")
     generators = {}
     for name, g_state in saved["generators"].items():
         generators[name] = torch.Generator()
         generators[name].set_state(g_state)
-    return {"iter": saved["iter"], "time": saved["time"], "generators": generators}
+    return {"iter": saved["iter"], "time": saved["time"], "generators": generators, "scaler": saved.get("scaler")}
 
 
 def format_eval(record: dict, data: Dataset | None = None) -> str:

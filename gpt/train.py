@@ -1,5 +1,5 @@
 """Training: the one loop every task uses, loss estimation, and the small pieces around them
-(device, optimizer, learning-rate schedules).
+(optimizer, learning-rate schedules; the device and precision are gpt/device.py's).
 
 Nothing here knows which model it trains, and nothing here prints: the loop reports through
 callbacks, and the scripts decide what to show and what to save.
@@ -14,27 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .data import get_batch
-from .errors import UserError
-
-DEVICES = ("auto", "cuda", "mps", "cpu")
-
-
-def resolve_device(name: str) -> str:
-    """'auto' picks cuda, then mps, then cpu; an explicit device must exist."""
-    if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps was asked for, but this PyTorch has no MPS support; use --device cpu or auto")
-    return name
-
+from .device import Precision, to_device
 
 def make_optimizer(params, learning_rate: float, weight_decay: float = 0.01, fused: bool | None = None):
     """AdamW with PyTorch's default hyperparameters (the course's optimizer), for a model or a list of
@@ -72,8 +52,8 @@ def estimate_loss(model, splits: dict, batch_size: int, block_size: int, eval_it
         x, y = get_batch(data, eval_iters * batch_size, block_size, generator)  # (N, T), (N, T)
         total = 0.0
         for i in range(0, len(x), chunk):
-            _, loss = model(x[i:i + chunk].to(device), y[i:i + chunk].to(device))
-            total += loss.item() * len(x[i:i + chunk])
+            _, loss = model(to_device(x[i:i + chunk], device), to_device(y[i:i + chunk], device))
+            total += loss.item() * len(x[i:i + chunk])  # summed in double precision on the host
         out[name] = total / len(x)
     model.train(was_training)
     return out
@@ -93,7 +73,7 @@ def cosine_schedule(peak: float, min_lr: float, warmup: float):
 def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size: int, max_iters: int,
           eval_interval: int, eval_iters: int, final_eval_iters: int | None = None, seed: int = 0,
           device: str = "cpu", on_eval=None, state: dict | None = None, lr_schedule=None,
-          time_budget: float | None = None, amp_dtype: torch.dtype | None = None,
+          time_budget: float | None = None, precision: Precision | None = None,
           progress: bool | None = None) -> list[dict]:
     """Train up to max_iters steps (or until time_budget seconds), evaluating every eval_interval steps.
 
@@ -105,17 +85,22 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
     the honest final number, on the model as it ends.
 
     state: where the run stands, everything needed to continue it exactly: {'iter', 'time',
-    'generators': {'batch', 'eval'}}. By default a fresh run: iteration 0 and two generators seeded
+    'generators': {'batch', 'eval'}, 'scaler'}. By default a fresh run: iteration 0 and two generators seeded
     from `seed`, kept apart so that evaluation never changes which batches training sees. A run
     resumed from a checkpoint passes the state saved there. The loop updates it in place.
     lr_schedule(progress) -> learning rate, with progress the fraction of max_iters done (or of
     time_budget when there is one, so that a budgeted run ends at the schedule's end whenever it stops).
-    amp_dtype: run forward passes under autocast to this dtype (bf16 on a GPU).
+    precision: every forward pass runs under its autocast (fp32 when None); with fp16 the loss is
+    scaled before the backward pass (gpt/device.py).
     """
-    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype)) if amp_dtype else nullcontext
+    autocast = precision.autocast if precision is not None else nullcontext
     if state is None:
         state = {"iter": 0, "time": 0.0, "generators": {
             "batch": torch.Generator().manual_seed(seed), "eval": torch.Generator().manual_seed(seed + 1)}}
+    scaler = precision.grad_scaler() if precision is not None else None
+    if scaler is not None and state.get("scaler"):  # a resumed fp16 run goes on with its loss scale
+        scaler.load_state_dict(state["scaler"])
+    state["scaler"] = scaler
     generators = state["generators"]
     splits = {"train": train_data, "val": val_data}
     history = []
@@ -152,13 +137,50 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
                     group["lr"] = lr * group.get("lr_scale", 1.0)
             x, y = get_batch(train_data, batch_size, block_size, generators["batch"])  # (B, T), (B, T)
             with autocast():
-                _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                _, loss = model(to_device(x, device), to_device(y, device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # fp16: scale the loss up so that small gradients survive, unscale before the step
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             bar.update(1)
     if final_eval_iters is not None:
         evaluate(end, final_eval_iters, final=True)
     elif end < max_iters:  # stopped by the time budget: the table still ends with where it stopped
         evaluate(end, eval_iters)
     return history
+
+
+def seconds_per_step(model, batch_size: int, block_size: int, vocab_size: int, device: str,
+                     precision: Precision | None = None) -> float:
+    """About how long one training step takes here: the faster of the last two of three timed forward
+    and backward passes (the first pays for warming up), in eval mode and without an update, so that
+    neither the model's weights nor any random state change."""
+    was_training = model.training
+    model.eval()
+    x = torch.randint(vocab_size, (batch_size, block_size), generator=torch.Generator().manual_seed(0))  # (B, T)
+    x = x.to(device)
+    autocast = precision.autocast if precision is not None else nullcontext
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        with autocast():
+            _, loss = model(x, x)
+        loss.backward()
+        loss.item()  # waits for the device
+        times.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return min(times[1:])
+
+
+def expected_seconds(step_seconds: float, steps: int, eval_interval: int, eval_iters: int,
+                     final_eval_iters: int | None = None) -> float:
+    """A whole run at step_seconds a training step: the steps and the evaluations (two splits of
+    eval_iters batches each, a forward pass costing about a third of a training step)."""
+    evaluations = steps // eval_interval + 1
+    eval_batches = 2 * (evaluations * eval_iters + (final_eval_iters or 0))
+    return step_seconds * (steps + eval_batches / 3)

@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT
 from gpt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from gpt.config import GPTConfig
+from gpt.device import Precision
 from gpt.errors import UserError
 from gpt.model import GPT
 from gpt.run import speed_settings, train_and_report
@@ -133,13 +134,13 @@ def test_resume_without_a_checkpoint_says_how_to_make_one(tmp_path, small_text_f
 
 def test_speed_settings_turn_every_gpu_speed_up_on_and_off():
     on = speed_settings("cuda", True)
-    assert on["amp_dtype"] == torch.bfloat16 and on["fused"] and torch.backends.cuda.matmul.allow_tf32
-    assert type(on["attention"]).__name__ == "nullcontext", "with speed-ups the fused kernel picks flash attention"
+    assert on["fused"] and torch.backends.cuda.matmul.allow_tf32
+    assert type(on["attention"]).__name__ == "nullcontext", "with speed-ups PyTorch picks flash attention"
     off = speed_settings("cuda", False)
-    assert off["amp_dtype"] is None and not off["fused"] and not torch.backends.cuda.matmul.allow_tf32
+    assert not off["fused"] and not torch.backends.cuda.matmul.allow_tf32
     assert type(off["attention"]).__name__ != "nullcontext", "without speed-ups attention runs the unfused math"
     cpu = speed_settings("cpu", True)
-    assert cpu["amp_dtype"] is None and cpu["fused"]
+    assert cpu["fused"]
 
 
 def test_without_speed_ups_the_optimizer_is_not_fused(tmp_path, small_text_file, monkeypatch):
@@ -157,9 +158,8 @@ def test_without_speed_ups_the_optimizer_is_not_fused(tmp_path, small_text_file,
 
 
 def test_the_gpu_path_runs_forward_passes_in_bf16(tmp_path, small_text_file, monkeypatch):
-    """The settings a CUDA device gets (bf16 autocast), through the whole run, on the CPU."""
-    monkeypatch.setattr("gpt.run.speed_settings", lambda device, speedups=True: {
-        **speed_settings(device, speedups), "amp_dtype": torch.bfloat16})
+    """The precision an Ampere GPU gets (bf16 autocast), through the whole run, on the CPU."""
+    monkeypatch.setattr("gpt.run.choose_precision", lambda device, asked="auto": Precision("bf16", device, "test"))
     dtypes = []
     real_build = task07.build_model
 
