@@ -19,12 +19,14 @@ run ends with an evaluation of 200 batches per split after the last step: the nu
     python task07.py --tokenizer bpe --vocab-size 512              # subword tokens instead of characters
 """
 
+import dataclasses
 import sys
 
 from gpt.config import GPTConfig, parse_config
+from gpt.files import check_writable
 from gpt.model import GPT
 from gpt.presets import TASK07, TASK07_SEARCH, choose_preset
-from gpt.run import friendly_errors, train_and_report
+from gpt.run import check_models, friendly_errors, train_and_report
 from gpt.search import KNOBS, grid_points, run_trials
 
 
@@ -44,9 +46,11 @@ def main(argv=None):
     preset, why = choose_preset(argv, TASK07)
     cfg, args = parse_config(TASK07[preset], argv, description=__doc__, extra=extra_flags, multi=KNOBS)
     grid = {k: getattr(args, k) for k in KNOBS if len(getattr(args, k)) > 1}
-    with friendly_errors():
+    with friendly_errors(checkpoint="" if args.search or grid else cfg.checkpoint):
         if args.search or grid:
             points = TASK07_SEARCH if args.search else grid_points(grid)
+            check_models(build_model, [(f"trial {i}", dataclasses.replace(cfg, **p)) for i, p in enumerate(points)])
+            check_writable(args.csv, "--csv")
             print(f"{len(points)} trials from the {preset} preset, one after the other")
             return run_trials("task07", build_model, cfg, points, args.csv, "task07.py", preset)
         print(f"preset: {preset} ({why})")

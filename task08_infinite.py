@@ -17,11 +17,14 @@ half whenever it is full.
 import argparse
 import itertools
 import os
+import shlex
 import sys
 
 from gpt.checkpoint import load_checkpoint, model_from_checkpoint
-from gpt.config import at_least, checked, probability
+from gpt.config import Parser, at_least, checked, probability
 from gpt.device import DEVICES, resolve_device
+from gpt.errors import Terminated, UserError
+from gpt.files import write_error
 from gpt.generate import sampler, stream
 from gpt.run import friendly_errors
 
@@ -29,7 +32,7 @@ import torch  # after gpt, which picks torch's CPU kernels before torch loads
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="checkpoints/task07.pt", help="model to stream from (default: %(default)s)")
     p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
     p.add_argument("--temperature", type=checked(float, at_least(0)), default=1.0,
@@ -49,10 +52,17 @@ def parse_args(argv=None):
 def main(argv=None, out=None) -> int:
     args = parse_args(argv)
     out = out or sys.stdout
+    if out is None:  # started with standard output closed (>&-): no one to stream to
+        print("standard output is closed, so there is nowhere to stream to; nothing was done. Run it with the "
+              "output on the screen, or into a file: python task08_infinite.py --max-new-tokens 2000 > sonnet.txt",
+              file=sys.stderr)
+        return 0
     with friendly_errors():
         device = resolve_device(args.device)
         ckpt = load_checkpoint(args.checkpoint, how_to_make_one=(  # read on the CPU, moved below
-            "Train one first: python task07.py (under 10 minutes on a CPU), then run this again."))
+            "Train one first: python task07.py (under 10 minutes on a CPU), then run this again."), what_to_do=(
+            f"Stream from a checkpoint that task07.py or task09_rope.py saved (--checkpoint PATH), or train one "
+            f"in its place: python task07.py --checkpoint {shlex.quote(args.checkpoint)} --overwrite"))
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)
         generator = torch.Generator().manual_seed(args.seed)
@@ -68,11 +78,20 @@ def main(argv=None, out=None) -> int:
                 out.flush()
             out.write("\n")
             out.flush()
-        except KeyboardInterrupt:  # the way to stop an endless stream: not an error
+        except KeyboardInterrupt as e:  # Ctrl-C: the way to stop an endless stream, not an error
             out.write("\n")
             out.flush()
+            if isinstance(e, Terminated):  # SIGTERM: stopped from outside, and says so (exit 143)
+                raise
         except BrokenPipeError:  # the reader went away (| head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        except OSError as e:  # > a file on a full disk
+            if write_error(e) is None:
+                raise
+            if out is sys.stdout:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the rest can't be written either
+            raise UserError(f"could not write the stream to standard output: {write_error(e)}; what was "
+                            f"written before is there") from None
     return 0
 
 

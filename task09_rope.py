@@ -34,9 +34,10 @@ import statistics
 import sys
 
 from gpt.config import ModernGPTConfig, at_least, checked, parse_config
+from gpt.errors import UserError
 from gpt.modern import ModernGPT, muon_optimizer
 from gpt.presets import TASK09
-from gpt.run import friendly_errors, train_and_report
+from gpt.run import check_models, friendly_errors, train_and_report
 
 
 def build_model(cfg: ModernGPTConfig, vocab_size: int) -> ModernGPT:
@@ -69,6 +70,8 @@ def setting(text: str) -> tuple[str, object]:
                                          f"(got {text})")
     kind = type(defaults[name])
     if kind is bool:
+        if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise argparse.ArgumentTypeError(f"{name} is true or false (got {value})")
         return name, value.lower() in ("1", "true", "yes", "on")
     try:
         return name, kind(value)
@@ -81,7 +84,11 @@ def compare(cfg: ModernGPTConfig, change: tuple[str, object], seeds: int) -> dic
     is saved: the arms are experiments, and the model task 08 streams from stays as it is."""
     name, value = change
     field = next(f for f in dataclasses.fields(cfg) if f.name == name)
-    arms = {"A": cfg, "B": dataclasses.replace(cfg, **{name: value})}  # B checked when it is made
+    if getattr(cfg, name) == value:
+        raise UserError(f"--compare {name}={value}: this run has {name}={value} already, so B would be A; "
+                        f"compare another value")
+    arms = {"A": cfg, "B": dataclasses.replace(cfg, **{name: value})}  # B's settings checked when it is made
+    check_models(build_model, [(f"arm {arm} of --compare {name}={value}", c) for arm, c in arms.items()])  # before A trains
     print(f"A/B at {cfg.max_iters} steps: A has {name}={getattr(cfg, name)}, B has {name}={value} ({field.metadata['help']})")
     results = {arm: [] for arm in arms}
     for i in range(seeds):
@@ -111,7 +118,7 @@ def compare(cfg: ModernGPTConfig, change: tuple[str, object], seeds: int) -> dic
 
 def main(argv=None):
     cfg, args = parse_config(TASK09, argv, description=__doc__, extra=extra_flags)
-    with friendly_errors():
+    with friendly_errors(checkpoint="" if args.compare else cfg.checkpoint):
         if args.compare:
             return compare(cfg, args.compare, args.seeds)
         return train_and_report("task09", cfg, build_model, make_opt=build_optimizer, resume=args.resume,

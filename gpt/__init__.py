@@ -15,3 +15,9 @@ from .cpu_kernels import choose_avx2
 
 choose_avx2()  # the same table on every x86 CPU; before anything imports torch (gpt/cpu_kernels.py)
 
+
+# Ctrl-C before a script's work begins, while torch is still loading, ends with one line and exit
+# status 130 instead of a traceback from inside torch (gpt/interrupts.py).
+from .interrupts import quiet_interrupts  # noqa: E402
+
+quiet_interrupts()

@@ -9,6 +9,7 @@ config is made, with a message that says what is allowed.
 
 import argparse
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 
@@ -125,6 +126,60 @@ class GPTConfig(StackConfig):
                              lambda v: None if v >= 256 else "byte-level BPE starts from the 256 bytes: must be at least 256")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a short error: what is wrong and where every setting is listed, instead of the
+    usage of every flag."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(python {self.prog} --help lists every setting, with its default)\n")
+
+
+# Where the settings a task lacks come in: the first config that has them, its script, and its step.
+STEPS = (("HeadConfig", "task01.py", "self-attention and the embedding come in task 01"),
+         ("MultiHeadConfig", "task02.py", "multi-head attention comes in task 02"),
+         ("StackConfig", "task04.py", "blocks stacked n_layer deep come in task 04"),
+         ("GPTConfig", "task07.py", "dropout, a schedule, checkpoints and subword tokens come in task 07"),
+         ("ModernGPTConfig", "task09_rope.py", "rotary positions and the changes from recent papers come in task 09"))
+SCRIPT_FLAGS = {"--preset": "GPTConfig", "--resume": "GPTConfig", "--overwrite": "GPTConfig", "--search": "GPTConfig",
+                "--csv": "GPTConfig", "--compare": "ModernGPTConfig", "--seeds": "ModernGPTConfig"}  # task scripts' own
+WITHOUT = {"n_embd": "its model is a table of next-character logits, with no embedding",
+           "n_head": "it has one head of attention", "n_layer": "it has one block", "dropout": "it trains without dropout"}
+
+
+def where_flags_are(parser, defaults, unknown: list[str]) -> str:
+    """For each flag in unknown: the later task that has it (`task01.py has no --n-head: it has one head
+    ...: python task02.py --n-head 4`), or the flag of this task it may be a misspelling of."""
+    lines = []
+    known = [option for action in parser._actions for option in action.option_strings]
+    for i, token in enumerate(unknown):
+        if not token.startswith("--"):
+            continue
+        flag, _, value = token.partition("=")
+        if not value and i + 1 < len(unknown) and not unknown[i + 1].startswith("--"):
+            value = unknown[i + 1]
+        step = later_step(flag, defaults)
+        if step is not None:
+            script, adds = step
+            instead = WITHOUT.get(flag[2:].replace("-", "_"))
+            example = " ".join(["python", script, flag] + ([value] if value else []))
+            lines.append(f"{parser.prog} has no {flag}: {instead + '. ' if instead else ''}{adds[0].upper()}{adds[1:]}: "
+                         f"{example}")
+        else:
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.8)
+            lines.append(f"{parser.prog} has no {flag}" + (f"; did you mean {close[0]}?" if close else ""))
+    return "\n".join(lines)
+
+
+def later_step(flag: str, defaults) -> tuple[str, str] | None:
+    """(script, what it adds) of the first step that has flag, if that step comes after defaults' own."""
+    name = flag[2:].replace("-", "_")
+    for config_name, script, adds in STEPS:
+        config = globals()[config_name]  # by name: ModernGPTConfig is defined below
+        if SCRIPT_FLAGS.get(flag) == config_name or name in {f.name for f in dataclasses.fields(config)}:
+            return (script, adds) if issubclass(config, type(defaults)) and config is not type(defaults) else None
+    return None
+
+
 def parse_config(defaults, argv=None, description: str | None = None, extra=None, multi: tuple = ()):
     """Command-line overrides of `defaults`: every field is a flag named like it (`--max-iters 200`).
 
@@ -132,7 +187,7 @@ def parse_config(defaults, argv=None, description: str | None = None, extra=None
     `multi` take one or more values (a grid to run); the config then holds the first of each, and the
     namespace all of them.
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(defaults):
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
@@ -148,7 +203,9 @@ def parse_config(defaults, argv=None, description: str | None = None, extra=None
                             "{" + ",".join(choices) + "}", help=help_text)
     if extra is not None:
         extra(parser)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}\n{where_flags_are(parser, defaults, unknown)}")
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(defaults)}
     cfg = dataclasses.replace(defaults, **{k: v[0] if k in multi else v for k, v in values.items()})
     return cfg, args

@@ -10,6 +10,8 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import shlex
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -17,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, model_payload, save_checkpoint
+from .checkpoint import load_checkpoint, model_payload, save_checkpoint, saved_iteration
 from .config import GPTConfig, describe, parse_config
 from .data import Dataset, load_dataset
-from .errors import UserError
-from .files import atomic_write
+from .errors import UserError, WriteFailed
+from .files import atomic_write, check_writable
 from .generate import generate
+from .interrupts import exit_status, sigterm_raises, stopped_by
 from .measures import format_measures, measure_val
 from .model import count_parameters
 from .reference import COURSE, COURSE_NOTES, band
@@ -32,16 +35,63 @@ from .train import cosine_schedule, expected_seconds, make_optimizer, seconds_pe
 
 
 @contextmanager
-def friendly_errors():
-    """A mistake the user can fix, or Ctrl-C, ends the script with a message instead of a traceback."""
+def friendly_errors(checkpoint: str = ""):
+    """A mistake the user can fix, a file that can't be written, Ctrl-C or SIGTERM end the script with
+    a message instead of a traceback (exit 2, 130 or 143); given the run's checkpoint, the message
+    says what it holds. Standard output closed under the script (`| head`) ends it quietly (exit 0)."""
+    def safe() -> str:  # read when the script stops: the checkpoint changes as the run goes
+        return what_is_saved(checkpoint) if checkpoint else ""
+
+    with sigterm_raises():
+        try:
+            yield
+        except WriteFailed as e:
+            print(f"error: {e}." + (f"\n{capitalized(safe())}" if checkpoint else ""), file=sys.stderr)
+            raise SystemExit(2) from None
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+            print(f"\n{stopped_by(e)}" + (f": {safe()}" if checkpoint else ""), file=sys.stderr)
+            raise SystemExit(exit_status(e)) from None
+        except BrokenPipeError:
+            print(reader_gone() + (f": {safe()}" if checkpoint else ""), file=sys.stderr)
+            raise SystemExit(0) from None
+
+
+def capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]  # not ending in a full stop: it may end in a command to copy
+
+
+def reader_gone() -> str:
+    """After a write to a closed pipe: if it is standard output that is closed, point it at nowhere,
+    so that nothing fails again when Python flushes it on the way out; and say what happened."""
     try:
-        yield
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # closed, or None: nothing to flush
+        pass
+    return "stopped: the program reading the output (a pipe, such as | head) closed it"
+
+
+def what_is_saved(checkpoint: str) -> str:
+    """For a run that stops early: what its checkpoint holds, and the command that goes on from it."""
+    if not checkpoint:
+        return "this run keeps no checkpoint, so its model was not saved"
+    iteration = saved_iteration(checkpoint)
+    if iteration is None:
+        return f"no model was saved in {checkpoint}"
+    return f"the model as of iteration {iteration} is in {checkpoint}; continue with --resume: {resume_command()}"
+
+
+def resume_command() -> str:
+    """The command that started this script, with --resume instead of --overwrite."""
+    script = Path(sys.argv[0]).name
+    if not (script.startswith("task") and script.endswith(".py")):
+        return "the same command with --resume"
+    args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
+    return shlex.join(["python", script, *args, "--resume"])
 
 
 def run_task(task: str, build_model, defaults, argv=None, description: str | None = None) -> dict:
@@ -70,12 +120,10 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
     """
     long_run = isinstance(cfg, GPTConfig)
     checkpoint = cfg.checkpoint if long_run else ""
-    if resume and not checkpoint:
-        raise UserError("--resume needs a --checkpoint to resume from")
-    if checkpoint and not resume and not overwrite and Path(checkpoint).exists():
-        raise UserError(f"{checkpoint} already holds a model. Continue training it with --resume, replace it "
-                        f"with --overwrite, or save this run elsewhere with --checkpoint PATH ('' for nowhere).")
-    saved = load_checkpoint(checkpoint, how_to_make_one="Start a run without --resume to make one.") if resume else None
+    check_before_training(cfg, build_model, resume, overwrite)
+    saved = load_checkpoint(checkpoint, how_to_make_one="Start a run without --resume to make one.", what_to_do=(
+        "Start a new run there with --overwrite instead of --resume, or elsewhere with --checkpoint PATH.")) \
+        if resume else None
     start_time = time.perf_counter()
     device = setup(cfg)
     data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size) if long_run else load_dataset(cfg.data)
@@ -91,8 +139,7 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
     state = None
     if saved is not None:
         if saved["model_args"] != getattr(model, "args", None):
-            different = {k: v for k, v in saved["model_args"].items() if model.args.get(k) != v}
-            raise UserError(f"{checkpoint} holds a model with {different}: resume it with the same settings")
+            raise UserError(other_settings(checkpoint, saved, model))
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = restore_state(saved["state"], device, log)
@@ -127,11 +174,16 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
                   on_eval=on_eval, state=state, lr_schedule=schedule(cfg) if long_run else None,
                   time_budget=(cfg.time_budget or None) if long_run else None, precision=precision,
                   progress=progress)
-    except KeyboardInterrupt:
-        where = (f"the model as of iteration {history[-1]['iter']} is in {checkpoint}; continue with --resume"
-                 if checkpoint and history else "nothing was saved")
-        print(f"\ninterrupted: {where}", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated); the checkpoint says what is safe
+        print(f"\n{stopped_by(e)}: {what_is_saved(checkpoint)}", file=sys.stderr)
+        raise SystemExit(exit_status(e)) from None
+    except BrokenPipeError:  # the reader of the table went away (| head)
+        print(f"{reader_gone()}: {what_is_saved(checkpoint)}", file=sys.stderr)
+        raise SystemExit(0) from None
+    except WriteFailed as e:  # a full disk, say: the checkpoint is as it was
+        elsewhere = "--checkpoint PATH or --runs DIR" if long_run else "--runs DIR, or --runs '' for none"
+        raise UserError(f"{e}.\n{capitalized(what_is_saved(checkpoint))}\n"
+                        f"Free some space first, or write elsewhere ({elsewhere}).") from None
     with precision.autocast():  # as the table's evaluations ran, so that the last line and this one agree
         measures = measure_val(model, data, cfg.block_size, device)
     log(format_measures("val", measures))
@@ -145,6 +197,73 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
     log(sample)
     return {"config": cfg, "history": history, "measures": measures, "sample": sample, "model": model,
             "tokenizer": data.tokenizer, "device": device, "files": written}
+
+
+def check_before_training(cfg, build_model, resume: bool, overwrite: bool) -> None:
+    """Refuse, before the data is read or a step is trained, a run that would fail or lose something
+    later: a model its settings can't make, an output path that can't be written, or a saved model a
+    new run would replace."""
+    check_model(build_model, cfg)
+    checkpoint = cfg.checkpoint if isinstance(cfg, GPTConfig) else ""
+    if resume and not checkpoint:
+        raise UserError("--resume needs a --checkpoint to resume from")
+    if checkpoint:
+        check_writable(checkpoint, "--checkpoint")
+    if checkpoint and not resume and not overwrite and Path(checkpoint).exists():
+        try:
+            load_checkpoint(checkpoint, mmap=True)
+        except UserError as e:  # not a checkpoint (notes.txt?): still the user's, and a save would replace it
+            raise UserError(f"{e}\nThis run would replace it: save it elsewhere with --checkpoint PATH ('' for "
+                            f"nowhere), or replace the file with --overwrite.") from None
+        raise UserError(f"{checkpoint} already holds a model. Continue training it with --resume, replace it "
+                        f"with --overwrite, or save this run elsewhere with --checkpoint PATH ('' for nowhere).")
+    if cfg.runs:
+        check_writable(cfg.runs, "--runs", folder=True)
+
+
+def check_model(build_model, cfg) -> None:
+    """Make cfg's model once and throw it away, so that settings the model refuses (n_embd not
+    divisible by n_head...) fail before anything is trained. On the CPU, with the random state put
+    back after: a run's random draws stay as they were (the meta device would cost no memory, but
+    its initialisers load torch's compiler, seconds of start-up)."""
+    with torch.random.fork_rng(devices=[]):
+        build_model(cfg, 2)  # any vocabulary: the model's own checks don't depend on it
+
+
+def check_models(build_model, runs: list) -> None:
+    """check_model for each (label, config) of several runs (a grid's trials, an A/B's arms) before
+    any of them trains; the message names the run that fails."""
+    for label, cfg in runs:
+        try:
+            check_model(build_model, cfg)
+        except UserError as e:
+            raise UserError(f"{label} can't be trained: {e}") from None
+
+
+def other_settings(checkpoint: str, saved: dict, model) -> str:
+    """Why this run can't continue the model saved in checkpoint, and what to pass that would."""
+    if saved["model_class"] != type(model).__name__:
+        from .report import script
+
+        if "task" not in saved:
+            return f"{checkpoint} holds a {saved['model_class']}, which this script can't continue"
+        return (f"{checkpoint} holds {saved['task']}'s model (a {saved['model_class']}), which this script can't "
+                f"continue: python {script(saved['task'])} --checkpoint {shlex.quote(checkpoint)} --resume")
+    wrong = {k: v for k, v in saved["model_args"].items() if model.args.get(k) != v}
+    if not wrong:  # the same values, but this version's model takes more of them
+        return f"{checkpoint} holds a model this version of {saved.get('task', 'the task')} can't continue; train it again"
+    flags = " ".join(flag_for(k, v) for k, v in wrong.items())
+    asked = ", ".join(f"{k}={model.args.get(k)}" for k in wrong)
+    return (f"{checkpoint} holds a model made with other settings than this run's ({asked} here). "
+            f"To continue it, pass {flags}")
+
+
+def flag_for(name: str, value) -> str:
+    """The command-line flag that sets a config field to value: `--n-embd 128`, `--no-tie-weights`."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {shlex.quote(str(value))}"
 
 
 def setup(cfg) -> str:

@@ -123,7 +123,7 @@ def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, s
 def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path, small_text_file):
     cfg = tiny(tmp_path, small_text_file)
     fit(cfg)
-    with pytest.raises(UserError, match=r"holds a model with \{'n_layer': 2\}: resume it with the same settings"):
+    with pytest.raises(UserError, match=r"holds a model made with other settings .*\(n_layer=3 here\)\. To continue it, pass --n-layer 2"):
         fit(dataclasses.replace(cfg, n_layer=3), resume=True)
 
 

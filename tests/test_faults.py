@@ -1,0 +1,425 @@
+"""Every fault ends cleanly: a mistake, a file that can't be written, Ctrl-C, SIGTERM or a closed
+output ends a script with a short message that says what happened, what is safe and what to type
+next; the right exit status (2, 130, 143, or 0 where stopping is the point); no traceback; and
+nothing the user had lost or half-written. Signals are real ones, sent to a child process."""
+
+import errno
+import importlib
+import io
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, SMALL_TEXT
+from gpt.checkpoint import load_checkpoint
+from gpt.config import GPTConfig
+from gpt.errors import Terminated, UserError
+from gpt.interrupts import signals_held
+from gpt.run import check_model, friendly_errors, train_and_report
+
+import task07
+import task08_infinite
+import task09_rope
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TERMINAL = dict(preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C as in a terminal
+
+
+def tiny(data, *more):
+    """A run of task 07 that takes a second: two steps of a one-layer model of 16 channels."""
+    return ["--preset", "cpu", "--data", str(data), "--max-iters", "2", "--eval-interval", "1", "--eval-iters", "1",
+            "--final-eval-iters", "1", "--batch-size", "2", "--block-size", "8", "--n-embd", "16", "--n-head", "2",
+            "--n-layer", "1", "--sample-tokens", "5", "--runs", "", "--device", "cpu", *more]
+
+
+def tiny_cfg(data, **kw):
+    return GPTConfig(**{**dict(data=str(data), max_iters=2, eval_interval=1, eval_iters=1, final_eval_iters=1,
+                               batch_size=2, block_size=8, n_embd=16, n_head=2, n_layer=1, sample_tokens=5,
+                               runs="", device="cpu"), **kw})
+
+
+def child(*args, **kw):
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV, **kw)
+
+
+def finish(proc, timeout=60):
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def temporary_files(folder):
+    return [name for name in os.listdir(folder) if name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "small.txt"
+    path.write_text(SMALL_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, text):
+    """A checkpoint of task 07's tiny run, trained to iteration 2."""
+    path = tmp_path_factory.mktemp("saved") / "task07.pt"
+    train_and_report("task07", tiny_cfg(text, checkpoint=str(path)), task07.build_model, log=lambda *_: None,
+                     progress=False)
+    return path
+
+
+# 1. A checkpoint write that fails (a full disk)
+
+def test_a_full_disk_during_a_save_says_the_last_checkpoint_is_safe_and_how_to_resume(tmp_path, text, saved):
+    ckpt = tmp_path / "task07.pt"
+    shutil.copy(saved, ckpt)
+    before = ckpt.read_bytes()
+    limit = len(before) // 2  # the next save can't be written whole: like a disk that fills up
+
+    def small_files():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = child("task07.py", *tiny(text, "--max-iters", "4", "--checkpoint", str(ckpt), "--resume"),
+                 preexec_fn=small_files)
+    out, err = finish(proc)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and "enforce fail" not in err, err
+    assert f"could not write {ckpt}" in err and "it is as it was" in err, err
+    assert f"The model as of iteration 2 is in {ckpt}; continue with --resume: python task07.py" in err, err
+    assert ckpt.read_bytes() == before, "the previous checkpoint is intact"
+    assert temporary_files(tmp_path) == [], "no half-written file is left"
+
+
+# 2. Ctrl-C during start-up
+
+def test_ctrl_c_while_torch_loads_ends_with_a_line_and_status_130(tmp_path, text):
+    proc = child("task07.py", *tiny(text, "--checkpoint", ""), **TERMINAL)
+    time.sleep(0.4)  # gpt is imported, torch is still loading
+    proc.send_signal(signal.SIGINT)
+    out, err = finish(proc)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "interrupted while starting up: nothing was trained or written" in err, err
+
+
+# 3. Task 08 with standard output closed
+
+def test_task08_with_standard_output_closed_says_so_and_exits_0(saved, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python gives a script started with >&-
+    assert task08_infinite.main(["--checkpoint", str(saved), "--device", "cpu", "--max-new-tokens", "5"]) == 0
+    assert "standard output is closed, so there is nowhere to stream to" in capsys.readouterr().err
+
+
+def test_task08_on_a_full_disk_says_so_instead_of_a_traceback(saved, capsys):
+    class FullDisk(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SystemExit) as exit_info:
+        task08_infinite.main(["--checkpoint", str(saved), "--device", "cpu", "--max-new-tokens", "5"], out=FullDisk())
+    assert exit_info.value.code == 2
+    assert "could not write the stream to standard output: the disk is full" in capsys.readouterr().err
+
+
+def test_sigterm_ends_task08s_stream_with_its_line_finished_and_status_143(saved, monkeypatch, capsys):
+    def stream_then_sigterm(*args, **kwargs):
+        yield from (1, 2, 3)
+        raise Terminated
+
+    monkeypatch.setattr(task08_infinite, "stream", stream_then_sigterm)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        task08_infinite.main(["--checkpoint", str(saved), "--device", "cpu"], out=out)
+    assert exit_info.value.code == 143
+    assert out.getvalue().endswith("\n") and "stopped by SIGTERM" in capsys.readouterr().err
+
+
+# 4. Every arm of --compare (and every trial of a grid) is checked before any trains
+
+def no_training(*args, **kwargs):
+    raise AssertionError("an arm trained before every arm was checked")
+
+
+def test_compare_refuses_an_arm_the_model_cant_make_before_any_training(monkeypatch, capsys):
+    monkeypatch.setattr(task09_rope, "train_and_report", no_training)
+    with pytest.raises(SystemExit) as exit_info:
+        task09_rope.main(["--compare", "n_head=3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "arm B of --compare n_head=3 can't be trained: n_embd (128) must be divisible by n_head (3)" in err, err
+
+
+def test_a_grid_refuses_a_trial_the_model_cant_make_before_the_first_trial(monkeypatch, capsys):
+    monkeypatch.setattr(task07, "run_trials", lambda *a, **k: pytest.fail("a trial ran before every trial was checked"))
+    with pytest.raises(SystemExit) as exit_info:
+        task07.main(["--preset", "cpu", "--n-embd", "16", "--n-head", "2", "3"])
+    assert exit_info.value.code == 2
+    assert "trial 1 can't be trained: n_embd (16) must be divisible by n_head (3)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ("n_head=4", "this run has n_head=4 already, so B would be A"),
+    ("tie_weights=maybe", "tie_weights is true or false (got maybe)"),
+])
+def test_compare_refuses_an_arm_b_that_is_a_or_a_value_that_isnt_one(change, message, monkeypatch, capsys):
+    monkeypatch.setattr(task09_rope, "train_and_report", no_training)
+    with pytest.raises(SystemExit) as exit_info:
+        task09_rope.main(["--compare", change])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checking_a_model_draws_no_random_numbers():
+    before = torch.get_rng_state()
+    check_model(task07.build_model, GPTConfig(n_embd=16, n_head=2, n_layer=1))
+    assert torch.equal(before, torch.get_rng_state()), "the same seed must still give the same run"
+
+
+# 5. SIGTERM: like Ctrl-C, and never a half-written file
+
+def test_sigterm_during_training_says_where_the_checkpoint_is_and_exits_143(tmp_path, text):
+    ckpt = tmp_path / "task07.pt"
+    proc = child("task07.py", *tiny(text, "--max-iters", "100000", "--eval-interval", "2", "--checkpoint", str(ckpt)))
+    for line in proc.stdout:  # a checkpoint has been written
+        if line.startswith("Epoch 4:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    said = re.search(rf"stopped by SIGTERM: the model as of iteration (\d+) is in {re.escape(str(ckpt))}; "
+                     rf"continue with --resume: python task07.py .*--resume$", err.strip())
+    assert said, err
+    assert int(said.group(1)) == load_checkpoint(ckpt)["state"]["iter"] >= 4, "the message names what is saved"
+    assert temporary_files(tmp_path) == []
+
+
+SAVE_INTERRUPTED = """
+import sys, time, torch
+from gpt.checkpoint import save_checkpoint
+path = sys.argv[1]
+save_checkpoint(path, {"n": torch.ones(3)})
+real_save = torch.save
+def slow_save(obj, f, *args, **kwargs):
+    f.write(b"PK half a checkpoint")
+    print("mid-save", flush=True)
+    time.sleep(30)
+    real_save(obj, f, *args, **kwargs)
+torch.save = slow_save
+save_checkpoint(path, {"n": torch.zeros(3)})
+print("finished")
+"""
+
+
+def test_sigterm_in_the_middle_of_a_save_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path):
+    path = tmp_path / "model.pt"
+    proc = child("-c", SAVE_INTERRUPTED, str(path))  # no handler of its own: SIGTERM as it comes
+    assert proc.stdout.readline() == "mid-save\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc)
+    assert os.listdir(tmp_path) == ["model.pt"], "the temporary file must be removed"
+    assert proc.returncode == 143, err
+    assert "finished" not in out and "Traceback" not in err, err
+    assert torch.equal(load_checkpoint(path)["n"], torch.ones(3)), "the previous checkpoint is intact"
+
+
+def test_ctrl_c_during_a_save_names_the_iteration_the_checkpoint_really_holds(tmp_path, text, monkeypatch, capsys):
+    from gpt import run
+
+    saves = []
+    real_save = run.save_checkpoint
+
+    def save_then_interrupt(path, payload):
+        saves.append(payload["state"]["iter"])
+        if len(saves) == 3:  # the evaluation at iteration 2: its model never reaches the disk
+            raise KeyboardInterrupt
+        real_save(path, payload)
+
+    monkeypatch.setattr(run, "save_checkpoint", save_then_interrupt)
+    ckpt = tmp_path / "task07.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        train_and_report("task07", tiny_cfg(text, checkpoint=str(ckpt)), task07.build_model, log=lambda *_: None,
+                         progress=False)
+    assert exit_info.value.code == 130
+    assert f"interrupted: the model as of iteration 1 is in {ckpt}" in capsys.readouterr().err
+    assert load_checkpoint(ckpt)["state"]["iter"] == 1
+
+
+def test_a_stop_outside_training_still_says_what_the_checkpoint_holds(saved, capsys):
+    for stop, status, said in ((KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "stopped by SIGTERM")):
+        with pytest.raises(SystemExit) as exit_info:
+            with friendly_errors(checkpoint=str(saved)):
+                raise stop
+        assert exit_info.value.code == status
+        assert f"{said}: the model as of iteration 2 is in {saved}; continue with --resume" in capsys.readouterr().err
+
+
+def test_ctrl_c_waits_for_the_end_of_a_held_block_then_acts():
+    reached_the_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # long enough for Python to run the handler
+            reached_the_end = True
+    assert reached_the_end, "the block must run whole"
+
+
+def test_a_closed_pipe_ends_a_script_quietly_with_status_0(text):
+    proc = child("task07.py", *tiny(text, "--checkpoint", ""))
+    proc.stdout.close()  # the reader went away before the first line (| head -0)
+    out, err = finish(proc)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    assert "stopped: the program reading the output (a pipe, such as | head) closed it" in err, err
+
+
+def test_a_closed_pipe_during_training_says_what_the_checkpoint_holds(tmp_path, text, capsys):
+    def reader_gone_at_epoch_1(line):
+        if line.startswith("Epoch 1:"):
+            raise BrokenPipeError
+
+    ckpt = tmp_path / "task07.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        train_and_report("task07", tiny_cfg(text, checkpoint=str(ckpt)), task07.build_model, log=reader_gone_at_epoch_1,
+                         progress=False)
+    assert exit_info.value.code == 0
+    assert f"closed it: the model as of iteration 1 is in {ckpt}; continue with --resume" in capsys.readouterr().err
+
+
+# 6. Messages that mislead
+
+class NotAModel:
+    pass
+
+
+@pytest.mark.parametrize("content", ["random", "cut short", "another program's pickle"])
+def test_a_corrupt_checkpoint_says_what_it_is_and_not_pytorchs_advice(tmp_path, saved, content):
+    path = tmp_path / "bad.pt"
+    if content == "random":
+        path.write_bytes(os.urandom(4096))
+    elif content == "cut short":
+        path.write_bytes(saved.read_bytes()[:3000])
+    else:
+        torch.save({"model": NotAModel()}, path)
+    with pytest.raises(UserError) as error:
+        load_checkpoint(path, what_to_do="Pass --checkpoint PATH.")
+    message = str(error.value)
+    assert "weights_only" not in message and "issue" not in message.lower(), message
+    assert "not a readable checkpoint: it is not a file this project wrote, or it was cut short" in message
+    assert message.endswith("\nPass --checkpoint PATH.")
+
+
+@pytest.mark.parametrize("what, said, not_said", [
+    ("missing", "no checkpoint at", None),
+    ("notes", "is not a readable checkpoint", "Train one first"),
+    ("folder", "is a folder, not a checkpoint file; it holds task07.pt: give one of them, e.g. --checkpoint",
+     "Train one first"),
+])
+def test_task08_says_how_to_make_a_checkpoint_only_when_there_is_none(tmp_path, saved, capsys, what, said, not_said):
+    if what == "notes":
+        (tmp_path / "notes.txt").write_text("my notes")
+        path = tmp_path / "notes.txt"
+    elif what == "folder":
+        shutil.copy(saved, tmp_path / "task07.pt")
+        path = tmp_path
+    else:
+        path = tmp_path / "none.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        task08_infinite.main(["--checkpoint", str(path), "--device", "cpu"], out=io.StringIO())
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert not_said is None or not_said not in err, err
+    if what == "missing":
+        assert "Train one first: python task07.py" in err
+    if what == "notes":
+        assert f"python task07.py --checkpoint {path} --overwrite" in err
+
+
+def test_a_checkpoint_path_naming_a_folder_or_a_users_file_is_not_said_to_hold_a_model(tmp_path, text):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(UserError) as folder:
+        train_and_report("task07", tiny_cfg(text, checkpoint=str(tmp_path)), task07.build_model)
+    assert "is a folder, not a file" in str(folder.value) and "already holds" not in str(folder.value)
+    with pytest.raises(UserError) as users_file:
+        train_and_report("task07", tiny_cfg(text, checkpoint=str(notes)), task07.build_model)
+    message = str(users_file.value)
+    assert "already holds a model" not in message and "is not a readable checkpoint" in message, message
+    assert "This run would replace it" in message and "--overwrite" in message
+    assert notes.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("flag, setting", [("--checkpoint", "checkpoint"), ("--runs", "runs")])
+def test_an_output_path_under_a_regular_file_is_refused_before_anything_runs(tmp_path, flag, setting):
+    afile = tmp_path / "afile.txt"
+    afile.write_text("")
+    value = str(afile / "sub" / "task07.pt")
+    cfg = tiny_cfg(tmp_path / "no data here.txt", **{"checkpoint": "", setting: value})
+    with pytest.raises(UserError) as error:  # before the data is read: that would fail too
+        train_and_report("task07", cfg, task07.build_model)
+    assert str(error.value) == (f"{flag} {value}: {afile} is a file, not a folder, so nothing can be saved under "
+                                f"it; choose another path")
+
+
+def test_resuming_with_other_settings_names_the_flags_to_pass(saved, text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        task07.main(tiny(text, "--checkpoint", str(saved), "--resume", "--n-layer", "2", "--n-embd", "32"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "{" not in err, err
+    assert "(n_embd=32, n_layer=2 here). To continue it, pass --n-embd 16 --n-layer 1" in err, err
+
+
+def test_resuming_another_tasks_checkpoint_names_the_script_that_continues_it(saved, text, capsys):
+    with pytest.raises(SystemExit):
+        task09_rope.main(tiny(text, "--checkpoint", str(saved), "--resume")[2:])  # task 09 has no --preset
+    assert f"holds task07's model (a GPT), which this script can't continue: python task07.py --checkpoint {saved} " \
+           f"--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, flags, said", [
+    ("task01", ["--n-head", "4"], "has no --n-head: it has one head of attention. Multi-head attention comes in "
+                                "task 02: python task02.py --n-head 4"),
+    ("task03", ["--n-layer", "2"], "has no --n-layer: it has one block. Blocks stacked n_layer deep come in task 04: "
+                                   "python task04.py --n-layer 2"),
+    ("task06", ["--dropout", "0.1"], "has no --dropout: it trains without dropout. Dropout, a schedule, checkpoints "
+                                     "and subword tokens come in task 07: python task07.py --dropout 0.1"),
+    ("task01", ["--n-embed", "8"], "has no --n-embed; did you mean --n-embd?"),
+])
+def test_a_flag_of_a_later_task_says_which_task_has_it(task, flags, said, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(task).main(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert "usage:" not in err and len(err.splitlines()) <= 3, err
+
+
+def test_a_bad_value_gets_one_line_and_where_the_settings_are_not_the_whole_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        task07.main(["--batch-size", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --batch-size: invalid int value: 'x'" in err and "--help lists every setting" in err
+    assert "usage:" not in err and len(err.splitlines()) == 2, err
+
+
+def test_every_task_script_imports_gpt_before_torch():
+    """gpt makes a Ctrl-C while torch loads end quietly (gpt/interrupts.py): it must be imported first."""
+    for path in sorted(ROOT.glob("task*.py")):
+        imports = re.findall(r"^(?:from|import) (\w+)", path.read_text(), re.M)
+        ours = [name for name in imports if name in ("gpt", "torch")]
+        assert not ours or ours[0] == "gpt", f"{path.name} imports torch before gpt"
