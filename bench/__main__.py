@@ -190,7 +190,8 @@ def bench_gpu(repeats: int) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=TASKS + ("all", "generate", "window", "positions", "gpu"),
                         help="a task's default run, generation speed, the stream's quality, the loss by "
                              "position, or the GPU")

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 from .device import DEVICES, PRECISIONS
@@ -122,8 +123,8 @@ class GPTConfig(StackConfig):
     compile: bool = option(False, "torch.compile the model (pays off on a GPU for long runs)")
     tokenizer: str = option("char", "char: one token per character; bpe: byte-level BPE trained on the training split",
                             choices=("char", "bpe"))
-    vocab_size: int = option(512, "with --tokenizer bpe: tokens in the vocabulary (256 bytes + merges)",
-                             lambda v: None if v >= 256 else "byte-level BPE starts from the 256 bytes: must be at least 256")
+    vocab_size: int = option(512, "with --tokenizer bpe: tokens in the vocabulary (the bytes the text holds, then "
+                                  "merges); at least the number of different bytes in the text", at_least(1))
 
 
 class Parser(argparse.ArgumentParser):
@@ -211,9 +212,23 @@ def parse_config(defaults, argv=None, description: str | None = None, extra=None
     return cfg, args
 
 
+# Settings that do nothing in a run configured like this one: the line a run starts with leaves them out.
+UNUSED = {
+    "vocab_size": lambda cfg: cfg.tokenizer == "char",  # a character model's vocabulary is the text's characters
+    "time_budget": lambda cfg: cfg.time_budget == 0,
+    "warmup": lambda cfg: cfg.schedule == "constant",
+    "min_lr": lambda cfg: cfg.schedule == "constant",
+    "decay": lambda cfg: cfg.schedule != "wsd",
+    "muon_lr": lambda cfg: cfg.optimizer != "muon",
+}
+
+
 def describe(cfg) -> str:
-    """The resolved config on one line, as a run prints it first."""
-    return "config: " + " ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg))
+    """The resolved config, as a run prints it first: every setting the run uses, in lines that fit a
+    100-column terminal."""
+    used = [f.name for f in dataclasses.fields(cfg) if not (f.name in UNUSED and UNUSED[f.name](cfg))]
+    return textwrap.fill(" ".join(f"{name}={getattr(cfg, name)}" for name in used), width=100,
+                         initial_indent="config: ", subsequent_indent="        ", break_long_words=False)
 
 
 @dataclass

@@ -90,13 +90,15 @@ def load_dataset(path=None, tokenizer: str = "char", vocab_size: int = 512) -> D
     """The text at path (Tiny Shakespeare by default), tokenized and split.
 
     char: the course's tokenizer, whose vocabulary is every character of the text. bpe: byte-level BPE
-    with vocab_size tokens, trained on the training split only, so that nothing of the validation text
-    leaks into the tokenizer; the split is then made on characters, at the same place as for char.
+    with vocab_size tokens, its merges learnt from the training split only, so that nothing of the
+    validation text leaks into them; its alphabet is every byte of the text, as char's vocabulary is
+    every character of it (so that the validation split can be encoded); the split is then made on
+    characters, at the same place as for char.
     """
     text = load_text(path)
     if tokenizer == "bpe":
         train_text, val_text = text[:int(0.9 * len(text))], text[int(0.9 * len(text)):]
-        bpe = BPETokenizer.train(train_text, vocab_size)
+        bpe = BPETokenizer.train(train_text, vocab_size, alphabet_text=text)
         return Dataset(bpe, as_ids(bpe.encode(train_text)), as_ids(bpe.encode(val_text)), len(val_text))
     chars = CharTokenizer.from_text(text)
     train_ids, val_ids = train_val_split(as_ids(chars.encode(text)))

@@ -17,15 +17,18 @@ def pyplot():
 
 
 def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] | None = None,
-              band: dict | None = None, course_note: str = "") -> None:
+              band: dict | None = None, course_note: str = ""):
     """Train and val loss against the step: the whole run on the left, its second half enlarged on the
     right, with the course's number (a star at the epoch it was printed) and this repository's
-    reference band (the final val loss over 3 seeds, mean +- std) to check the run against."""
+    reference band (the final val loss over 3 seeds, mean +- std) to check the run against. A run
+    that ends before the course's epoch gets the course's number as a dotted line instead, so that
+    both panels keep the run's own steps. The legend sits under the panels, over no curve or tick.
+    Returns the figure (closed), whose axes a test can read."""
     from .files import atomic_write
 
     plt = pyplot()
     steps = [r["iter"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
     for ax, start in zip(axes, (0, steps[-1] // 2)):
         shown = [r for r in history if r["iter"] >= start]
         ax.plot([r["iter"] for r in shown], [r["train"] for r in shown], "o-", ms=3, label="train")
@@ -35,18 +38,21 @@ def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] |
                        label=f"reference: final val {band['mean']:.4f} ± {band['std']:.4f} ({band['seeds']} seeds)")
         if course is not None:
             note = f" ({course_note})" if course_note else ""
-            ax.plot([course[0]], [course[1]], "*", color="black", ms=12,
-                    label=f"course: {course[1]:.4f} at epoch {course[0]}{note}")
+            label = f"course: {course[1]:.4f} at epoch {course[0]}{note}"
+            if course[0] <= steps[-1]:
+                ax.plot([course[0]], [course[1]], "*", color="black", ms=12, label=label)
+            else:  # the axis would stretch to the course's epoch and squeeze the run to its left edge
+                ax.axhline(course[1], color="black", ls=":", lw=1.5, label=f"{label}, after this run's last step")
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats per token)")
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{title}: the whole run")
     axes[1].set_title("the second half, enlarged")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+    return fig
 
 
 def attention_modules(model) -> list[tuple[str, torch.nn.Module]]:
@@ -92,40 +98,63 @@ def attention_maps(model, idx: torch.Tensor) -> list[torch.Tensor]:
 
 
 def show_token(text: str) -> str:
-    return text.replace("\n", "\\n").replace(" ", "␣")
+    return text.replace("\n", "↵").replace(" ", "␣")
 
 
-def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str) -> None:
+MAX_WIDTH = 15.0  # inches at 100 dpi: 1500 px, about what a screen shows of a picture without shrinking it
+MAX_PITCH = 0.18  # inches per token: a one-head picture's labels as large as running text
+
+
+def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str):
     """One panel per layer and head: the attention weights, the tokens labelled on both axes
-    (row: the token reading; column: the token read)."""
+    (row: the token reading; column: the token read). The panels share the width of a screen, and
+    the labels are as large as one token's cell allows: a character written upright is narrower than
+    it is tall, so the bottom row's can be larger than the left column's. Returns the figure (closed)."""
+    import textwrap
+
     from .files import atomic_write
 
     plt = pyplot()
     n_layer, n_head = len(maps), maps[0].size(0)
     T = len(tokens)
-    size = 0.1 * T + 1.0  # inches per panel: room for a label per token
-    fig, axes = plt.subplots(n_layer, n_head, figsize=(size * n_head, size * n_layer), squeeze=False)
+    pitch = min(MAX_PITCH, (MAX_WIDTH - 1.2 - 0.2 * (n_head - 1)) / (n_head * T))  # inches per token
     labels = [show_token(t) for t in tokens]
+    upright = all(len(label) == 1 for label in labels)  # single characters fit side by side; longer tokens turn
+    row_font = min(12.0, 1.2 * pitch * 72)  # points: one cell's height (a glyph is shorter than its font size)
+    column_font = min(12.0, 1.5 * pitch * 72) if upright else row_font
+    panel = pitch * T
+    fig, axes = plt.subplots(n_layer, n_head, figsize=(panel * n_head + 1.2 + 0.2 * (n_head - 1),
+                                                       (panel + 0.4) * n_layer + 1.4),
+                             squeeze=False, layout="constrained")
     for layer, heads in enumerate(maps):
         for h in range(n_head):
             ax = axes[layer][h]
             ax.imshow(heads[h].numpy(), cmap="Blues", vmin=0, vmax=1)
-            # the characters along the bottom row and the left column: every panel has the same axes
+            # the tokens along the bottom row and the left column: every panel has the same axes
             if layer == n_layer - 1:
-                ax.set_xticks(range(T), labels, fontsize=6, rotation=90, family="monospace")
+                ax.set_xticks(range(T), labels, fontsize=column_font, rotation=0 if upright else 90,
+                              family="monospace")
             else:
                 ax.set_xticks([])
             if h == 0:
-                ax.set_yticks(range(T), labels, fontsize=6, family="monospace")
+                ax.set_yticks(range(T), labels, fontsize=row_font, family="monospace")
             else:
                 ax.set_yticks([])
+            ax.tick_params(length=0, pad=1)
             name = f"head {h + 1}" if n_layer == 1 else f"layer {layer + 1}, head {h + 1}"
-            ax.set_title(name, fontsize=9)
-    fig.suptitle(f"{title}\nrow: the token reading; column: the token it reads; darker: more weight", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # leave the top half inch to the title
+            ax.set_title(name, fontsize=11)
+    width = int(fig.get_figwidth() * 72 / (12 * 0.6))  # characters of 12-point text across the figure
+    key = ["row: the token reading"]
+    for phrase in ("column: the token it reads", "darker: more weight", "↵ a new line, ␣ a space"):
+        if len(key[-1]) + 2 + len(phrase) <= width:  # whole phrases, on as few lines as fit
+            key[-1] += "; " + phrase
+        else:
+            key.append(phrase)
+    fig.suptitle("\n".join(textwrap.wrap(title, width) + key), fontsize=12)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
+    return fig
 
 
 def draw_attention(model, tokenizer, text: str, path, title: str) -> list[torch.Tensor]:

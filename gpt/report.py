@@ -2,13 +2,19 @@
 
     python -m gpt.report --train                  # every task's default run, seeds 1337-1339 (tasks 00-06: minutes)
     python -m gpt.report --train --tasks task07 task09    # the long ones (10 minutes a run)
-    python -m gpt.report                          # read the runs: draw assets/course.png, write
-                                                  # assets/bands.json, print README's task table
+    python -m gpt.report                          # read the runs: update assets/bands.json, draw the
+                                                  # figure, print README's task table
 
 --train runs each task's own command (`python taskNN.py --seed S`) in a fresh process, one after the
 other, its files going to runs/seeds/S/taskNN/, and times it from start to exit. The report then
 takes each task's final val loss over the seeds as its reference band (mean ± std): the band every
 later run's loss curve shows, to tell whether a run is normal.
+
+The committed reference is never lost to a partial report: the bands measured replace only those
+tasks' bands in assets/bands.json, and only when measured over at least as many seeds as the band
+they replace (one seed never stands in for three); every other task's band stays as it was. The
+figure goes to assets/course.png (README's first figure) only when every task was measured so;
+otherwise to runs/seeds/course.png, unless --figure names a place.
 """
 
 import argparse
@@ -18,6 +24,7 @@ import json
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -29,6 +36,7 @@ SCRIPTS = {"task00": "task00_bigram.py", "task09": "task09_rope.py"}
 LONG = ("task07", "task09")  # they save checkpoints; the report's runs must not replace the user's
 SEEDS = (1337, 1338, 1339)
 RUNS = ROOT / "runs" / "seeds"
+FIGURE = ROOT / "assets" / "course.png"
 
 
 def script(task: str) -> str:
@@ -103,15 +111,23 @@ def make_bands(runs: dict) -> dict:
     return bands
 
 
+def merge(reference: dict, measured: dict) -> tuple[dict, list[str]]:
+    """The reference bands, with each measured band in place of its task's, unless it was measured over
+    fewer seeds than the band it would replace; returns the bands and the tasks whose band was kept."""
+    bands, kept = dict(reference), []
+    for task, b in measured.items():
+        if b["seeds"] < reference.get(task, {}).get("seeds", 0):
+            kept.append(task)
+        else:
+            bands[task] = b
+    order = {task: i for i, task in enumerate(TASKS)}
+    return {task: bands[task] for task in sorted(bands, key=lambda t: order.get(t, len(order)))}, kept
+
+
 def what_it_adds(task: str) -> str:
     """The first line of the task script's docstring, after 'Task NN: '."""
     doc = ast.get_docstring(ast.parse((ROOT / script(task)).read_text())) or ""
     return doc.splitlines()[0].split(": ", 1)[-1].rstrip(".")
-
-
-def shorten(text: str, width: int) -> str:
-    """text cut at the last word that fits in width characters, with an ellipsis if anything was cut."""
-    return text if len(text) <= width else text[:width - 1].rsplit(" ", 1)[0].rstrip(",;") + "…"
 
 
 def table(bands: dict, runs: dict) -> str:
@@ -129,45 +145,55 @@ def table(bands: dict, runs: dict) -> str:
     return "\n".join(lines)
 
 
-def draw(runs: dict, bands: dict, path: Path) -> None:
-    """Every task's val curve (the mean over its seeds), its band, and the course's number, on one figure."""
+def seeds_text(bands: dict) -> str:
+    counts = sorted({b["seeds"] for b in bands.values()})
+    return f"{counts[0]} seed{'s' if counts[0] > 1 else ''}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds"
+
+
+def draw(runs: dict, bands: dict, path: Path):
+    """Every task's val curve (the mean over its seeds), its band, and the course's number, on one figure
+    sized for README's column (about 1000 px), the legend under the axes with each label whole.
+    Returns the figure (closed)."""
     from .plots import pyplot
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(13, 6))
+    fig, ax = plt.subplots(figsize=(10, 7.4), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (task, by_seed) in enumerate(runs.items()):
         color = colors[i % len(colors)]
         histories = list(by_seed.values())
         steps = [r["step"] for r in histories[0]["history"]]
         mean = [statistics.mean(h["history"][j]["val"] for h in histories) for j in range(len(steps))]
-        label = f"{task}: {shorten(what_it_adds(task), 50)}"
-        ax.plot(steps, mean, "-", color=color, lw=1.6, label=label)
+        label = "\n".join(textwrap.wrap(f"{task}: {what_it_adds(task)}", 50, break_on_hyphens=False))
+        ax.plot(steps, mean, "-", color=color, lw=1.8, label=label)
         b = bands[task]
-        ax.errorbar([steps[-1]], [b["mean"]], yerr=[b["std"]], fmt="o", color=color, ms=4, capsize=3)
+        ax.errorbar([steps[-1]], [b["mean"]], yerr=[b["std"]], fmt="o", color=color, ms=5, capsize=3)
         if task in COURSE:
-            ax.plot([COURSE[task][0]], [COURSE[task][1]], "*", color=color, ms=13, mec="black", mew=0.6)
-    ax.plot([], [], "*", color="white", mec="black", ms=13, label="the course's number (task 07's: on a GPU)")
-    ax.plot([], [], "o", color="gray", ms=4, label="ours: final val, mean ± std over 3 seeds")
+            ax.plot([COURSE[task][0]], [COURSE[task][1]], "*", color=color, ms=14, mec="black", mew=0.6)
+    ax.plot([], [], "*", color="white", mec="black", ms=14, label="the course's number (task 07's: on a GPU)")
+    ax.plot([], [], "o", color="gray", ms=5, label=f"ours: final val, mean ± std over {seeds_text(bands)}")
     ax.set_ylim(1.3, 3.0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("val loss (nats per character)")
-    ax.set_title("The course, one idea at a time: validation loss of each task's default run (mean over 3 seeds)")
+    ax.set_xlabel("step", fontsize=11)
+    ax.set_ylabel("val loss (nats per character)", fontsize=11)
+    ax.set_title(f"The course, one idea at a time: validation loss of each task's default run\n"
+                 f"(mean over {seeds_text(bands)})", fontsize=12)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, over no curve
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=2, fontsize=9.5, frameon=False)  # under the axes, over no curve
     with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110)
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
+    return fig
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m gpt.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="run the tasks first (each seed in its own process)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None,
                         help="with --train: which tasks (default: task00 to task06); the report reads every task it finds")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="with --train (default: 1337 1338 1339)")
-    parser.add_argument("--figure", default=str(ROOT / "assets" / "course.png"), help="where to draw (default: %(default)s)")
+    parser.add_argument("--figure", default=None, help=f"where to draw (default: {FIGURE} when every task was "
+                                                       f"measured, else {RUNS / 'course.png'})")
     args = parser.parse_args(argv)
     if args.train:
         train(args.tasks or TASKS[:7], args.seeds)
@@ -175,12 +201,26 @@ def main(argv=None) -> int:
     if not runs:
         print(f"no runs under {RUNS}: run python -m gpt.report --train first", file=sys.stderr)
         return 2
-    bands = make_bands(runs)
-    with atomic_write(BANDS, "w") as f:
-        json.dump(bands, f, indent=1)
-    draw(runs, bands, Path(args.figure))
-    print(table(bands, runs))
-    print(f"\nwrote {BANDS} and {args.figure}")
+    measured = make_bands(runs)
+    reference = json.loads(BANDS.read_text()) if BANDS.exists() else {}
+    bands, kept = merge(reference, measured)
+    if bands != reference:
+        with atomic_write(BANDS, "w") as f:
+            json.dump(bands, f, indent=1)
+    whole = set(measured) - set(kept) == set(TASKS)  # every task, over at least the reference's seeds
+    figure = Path(args.figure) if args.figure else FIGURE if whole else RUNS / "course.png"
+    draw(runs, measured, figure)
+    print(table(measured, runs))
+    print()
+    replaced = [task for task in measured if task not in kept]
+    others = len(bands) - len(replaced)
+    print(f"{BANDS}: " + (f"the bands of {', '.join(replaced)} replaced by these; " if replaced else "unchanged; ")
+          + f"{others} other task{'s' if others != 1 else ''}' bands as they were")
+    for task in kept:
+        print(f"  {task}: measured over {measured[task]['seeds']} seed(s), the reference over {reference[task]['seeds']}: "
+              f"kept the reference (measure at least as many seeds to replace it)")
+    print(f"drew {figure}" + ("" if args.figure or whole else
+                              f" ({FIGURE} is drawn when every task is measured; --figure PATH draws anywhere)"))
     return 0
 
 

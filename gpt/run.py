@@ -154,7 +154,7 @@ def train_and_report(task: str, cfg, build_model, *, resume: bool = False, overw
         log(how_long(step, expected_seconds(step, steps, cfg.eval_interval, cfg.eval_iters, cfg.final_eval_iters),
                      steps, device))
     history = list(saved["history"]) if saved is not None else []
-    files = RunFiles(cfg.runs, task)
+    files = RunFiles(cfg, task, log)
 
     def on_eval(record, state):
         history.append(record)
@@ -371,10 +371,16 @@ def encode_or_none(tokenizer, text: str) -> list[int] | None:
 
 class RunFiles:
     """runs/<task>/: history.csv (every evaluation the run printed), loss.png, attention.png and
-    summary.json (the config, the final numbers, the wall time)."""
+    summary.json (the config, the final numbers, the wall time). A BPE run has a folder of its own,
+    runs/<task>-bpe/, beside the character run's; a run that replaces another run's files says so
+    (a resumed run carries on its own)."""
 
-    def __init__(self, root: str, task: str):
-        self.dir = Path(root) / task if root else None
+    def __init__(self, cfg, task: str, log=say):
+        tokenizer = getattr(cfg, "tokenizer", "char")  # tasks 00-06 have characters only
+        self.dir = Path(cfg.runs) / (task if tokenizer == "char" else f"{task}-{tokenizer}") if cfg.runs else None
+        self.task, self.log = task, log
+        history = self.dir / "history.csv" if self.dir is not None else None
+        self.earlier = history.read_text().splitlines() if history is not None and history.is_file() else []
 
     def write_history(self, history: list[dict]) -> None:
         if self.dir is None:
@@ -384,6 +390,11 @@ class RunFiles:
         writer.writerow(["step", "train_loss", "val_loss", "seconds", "eval_batches"])
         for r in history:
             writer.writerow([r["iter"], f"{r['train']:.6f}", f"{r['val']:.6f}", f"{r['time']:.2f}", r["eval_iters"]])
+        lines = buf.getvalue().splitlines()
+        if self.earlier and lines[:len(self.earlier)] != self.earlier:  # not this run's own earlier evaluations
+            self.log(f"note: {self.dir} holds another run's files; this run replaces them "
+                     f"(--runs DIR keeps them apart)")
+        self.earlier = []
         with atomic_write(self.dir / "history.csv", "w", newline="") as f:
             f.write(buf.getvalue())
 
@@ -391,16 +402,22 @@ class RunFiles:
         """Write the pictures and the summary; returns the paths written."""
         if self.dir is None:
             return []
+        from .data import DEFAULT_PATH
         from .plots import ATTENTION_TEXT, attention_modules, draw_attention, plot_loss
 
-        task = self.dir.name
+        task = self.task
         written = [self.dir / "history.csv"]
-        per_char = isinstance(tokenizer, CharTokenizer)  # the course's numbers and the bands are per character
-        plot_loss(history, self.dir / "loss.png", task, COURSE.get(task) if per_char else None,
-                  band(task) if per_char else None, COURSE_NOTES.get(task, ""))
+        # the course's numbers and the bands are per character of Tiny Shakespeare: for no other text or tokens
+        reference = isinstance(tokenizer, CharTokenizer) and Path(cfg.data).resolve() == DEFAULT_PATH
+        plot_loss(history, self.dir / "loss.png", self.dir.name, COURSE.get(task) if reference else None,
+                  band(task) if reference else None, COURSE_NOTES.get(task, ""))
         written.append(self.dir / "loss.png")
         if attention_modules(model):
-            if encode_or_none(tokenizer, ATTENTION_TEXT):  # a text without these characters can't show them
+            missing = [ch for ch in sorted(set(ATTENTION_TEXT)) if encode_or_none(tokenizer, ch) is None]
+            if missing:
+                self.log(f"no attention picture: the line it reads, {ATTENTION_TEXT!r}, has characters this "
+                         f"text lacks ({', '.join(map(repr, missing))})")
+            else:
                 draw_attention(model, tokenizer, ATTENTION_TEXT, self.dir / "attention.png",
                                f"{task}: attention of the trained model")
                 written.append(self.dir / "attention.png")

@@ -60,29 +60,35 @@ def bytes_to_symbols() -> dict[int, str]:
 
 class BPETokenizer:
     """Byte-level BPE (Sennrich et al. 2016, https://arxiv.org/abs/1508.07909; bytes as in GPT-2):
-    start from the 256 bytes and merge the most frequent adjacent pair, over and over, until the
-    vocabulary has vocab_size tokens. Trained and run by Hugging Face `tokenizers`."""
+    start from the bytes the text holds and merge the most frequent adjacent pair, over and over,
+    until the vocabulary has vocab_size tokens. Trained and run by Hugging Face `tokenizers`.
 
-    MIN_VOCAB = 256  # the bytes themselves
+    The alphabet is the text's own bytes, not all 256 (as GPT-2's is): a byte the text never holds
+    would be a token the model must learn never to write, and one it writes anyway is half a
+    character, printed as U+FFFD. Text with a byte outside the alphabet is refused, naming its
+    characters, as the character tokenizer refuses an unknown character."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         symbol_to_byte = {s: b for b, s in bytes_to_symbols().items()}
         self.token_bytes = [bytes(symbol_to_byte[s] for s in tokenizer.id_to_token(i))
                             for i in range(tokenizer.get_vocab_size())]
+        self.alphabet = {t[0] for t in self.token_bytes if len(t) == 1}  # all 256 in an older checkpoint's tokenizer
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
-        if vocab_size < cls.MIN_VOCAB:
-            raise UserError(f"a byte-level BPE vocabulary starts with the 256 bytes: --vocab-size must be at least 256 "
-                            f"(got {vocab_size})")
+    def train(cls, text: str, vocab_size: int, alphabet_text: str | None = None) -> "BPETokenizer":
+        """Merges learnt from text; the alphabet is the bytes of alphabet_text (default: text)."""
+        symbols = bytes_to_symbols()
+        alphabet = sorted({symbols[b] for b in (text if alphabet_text is None else alphabet_text).encode("utf-8")})
+        if vocab_size < len(alphabet):
+            raise UserError(f"the text holds {len(alphabet)} different bytes, each a token of the vocabulary: "
+                            f"--vocab-size must be at least {len(alphabet)} (got {vocab_size})")
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False)
         tokenizer.train_from_iterator([text], trainer)
         return cls(tokenizer)
 
@@ -97,6 +103,12 @@ class BPETokenizer:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
+        unknown = sorted(ch for ch in set(text) if not self.alphabet.issuperset(ch.encode("utf-8")))
+        if unknown:  # the trained tokenizer would drop them without a word
+            raise UserError(
+                f"the text has {len(unknown)} character(s) outside the vocabulary: "
+                f"{', '.join(repr(ch) for ch in unknown)}; use only characters the model was trained on"
+            )
         return self.tokenizer.encode(text).ids
 
     def decode(self, ids) -> str:

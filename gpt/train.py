@@ -115,7 +115,8 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
                   "eval_iters": n_batches, **({"final": True} if final else {})}
         history.append(record)
         if on_eval is not None:
-            on_eval(record, state)
+            with tqdm.external_write_mode():  # the bar steps aside while the line is printed, then comes back
+                on_eval(record, state)
 
     model.train()
     show = sys.stderr.isatty() if progress is None else progress
@@ -147,10 +148,11 @@ def train(model, optimizer, train_data, val_data, *, batch_size: int, block_size
                 scaler.step(optimizer)
                 scaler.update()
             bar.update(1)
-    if final_eval_iters is not None:
-        evaluate(end, final_eval_iters, final=True)
-    elif end < max_iters:  # stopped by the time budget: the table still ends with where it stopped
-        evaluate(end, eval_iters)
+        if final_eval_iters is not None:
+            bar.set_description_str(f"final evaluation, {final_eval_iters} batches per split")
+            evaluate(end, final_eval_iters, final=True)
+        elif end < max_iters:  # stopped by the time budget: the table still ends with where it stopped
+            evaluate(end, eval_iters)
     return history
 
 

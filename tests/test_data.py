@@ -53,8 +53,8 @@ def test_bpe_is_trained_on_the_training_split_only_and_splits_at_the_same_charac
 
 
 def test_bpe_round_trips_any_text_and_streams_a_split_character():
-    bpe = BPETokenizer.train("To be, or not to be: that is the question.\n" * 20, 300)
     text = "Zoë's naïve café — 東京\n"
+    bpe = BPETokenizer.train("To be, or not to be: that is the question.\n" * 20 + text, 300)
     ids = bpe.encode(text)
     assert bpe.decode(ids) == text
     decode = bpe.stream_decoder()
@@ -63,9 +63,10 @@ def test_bpe_round_trips_any_text_and_streams_a_split_character():
     assert bpe.to_dict()["kind"] == "bpe" and BPETokenizer.from_json(bpe.to_dict()["json"]).encode(text) == ids
 
 
-def test_a_bpe_vocabulary_below_the_256_bytes_is_refused():
-    with pytest.raises(UserError, match="must be at least 256"):
-        BPETokenizer.train("some text", 255)
+def test_a_bpe_vocabulary_smaller_than_the_texts_bytes_is_refused():
+    assert BPETokenizer.train("some text", 7).vocab_size == 7, "s, o, m, e, space, t, x"
+    with pytest.raises(UserError, match=r"7 different bytes.*must be at least 7 \(got 6\)"):
+        BPETokenizer.train("some text", 6)
 
 
 def test_batch_shapes_and_shift():

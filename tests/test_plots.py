@@ -85,3 +85,75 @@ def test_report_makes_bands_and_the_table_from_the_runs(tmp_path, monkeypatch):
            "2.0771 (4500) | 2.1100 ± 0.0100 | 2.0600 ± 0.0100 (4999) | 41,921 | 41 s |" in table
     report.draw(runs, bands, tmp_path / "course.png")
     assert (tmp_path / "course.png").read_bytes()[:8] == PNG
+
+
+def drawn(fig):
+    """A renderer for a figure already saved and closed, to measure where its texts landed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_a_short_runs_loss_plot_keeps_to_its_steps_and_its_legend_covers_nothing(tmp_path):
+    """A 400-step run of task 07: no axis stretched to the course's epoch 4999; the legend under the panels."""
+    history = [{"iter": i, "train": 4.2 - i / 200, "val": 4.25 - i / 200} for i in (0, 200, 400)]
+    fig = plot_loss(history, tmp_path / "loss.png", "task07", course=(4999, 1.4894),
+                    band={"mean": 1.5324, "std": 0.0121, "seeds": 3}, course_note="on a GPU")
+    whole, enlarged = fig.axes
+    assert whole.get_xlim()[1] < 450 and enlarged.get_xlim()[0] > 150 and enlarged.get_xlim()[1] < 450
+    assert whole.get_ylim()[0] < 1.4894, "the course's number is still shown, as a line"
+    renderer = drawn(fig)
+    legend = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not ax.get_tightbbox(renderer).overlaps(legend), "the legend covers no panel, tick or label"
+    assert any("after this run's last step" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_attention_labels_are_large_enough_to_read_and_the_title_is_whole(tmp_path):
+    """Task 07's picture (4 layers of 4 heads over 40 characters) about a screen wide, its characters at
+    least 9 px tall and never overlapping; a one-head picture's title inside the figure."""
+    torch.manual_seed(0)
+    tokens = list("BAPTISTA:\nGood morrow, neighbour Gremio.")
+    maps = attention_maps(GPT(V, 64, 32, 4, 4).eval(), torch.randint(V, (1, len(tokens))))
+    fig = plot_attention(maps, tokens, tmp_path / "a.png", "task07: attention of the trained model")
+    data = (tmp_path / "a.png").read_bytes()
+    assert int.from_bytes(data[16:20], "big") <= 1600, "about a screen wide: shown without shrinking"
+    dpi = 100  # plot_attention saves at 100 dpi
+    bottom = fig.axes[-1].get_xticklabels()
+    left = fig.axes[0].get_yticklabels()
+    assert [t.get_text() for t in bottom][9:11] == ["↵", "G"] and left[10].get_text() == "G"
+    assert min(t.get_fontsize() for t in left) * dpi / 72 >= 9
+    assert min(t.get_fontsize() for t in bottom) * dpi / 72 >= 12
+    renderer = drawn(fig)
+    boxes = [t.get_window_extent(renderer) for t in bottom]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), "neighbouring characters apart"
+
+    (one,) = attention_maps(LanguageModel(V, 8, 16, AttentionHead(16, 16)).eval(), torch.randint(V, (1, len(tokens))))
+    fig = plot_attention([one], tokens, tmp_path / "b.png", "task01: attention of the trained model")
+    renderer = drawn(fig)
+    (title,), page = [t.get_window_extent(renderer) for t in fig.texts], fig.bbox  # the suptitle
+    assert page.x0 <= title.x0 and title.x1 <= page.x1 and title.y1 <= page.y1, "the title is not clipped"
+
+
+def test_the_course_figures_legend_labels_are_whole(tmp_path, monkeypatch):
+    import gpt.report as report
+
+    monkeypatch.setattr(report, "RUNS", tmp_path)
+    for task in ("task00", "task06"):
+        run = tmp_path / "1337" / task
+        run.mkdir(parents=True)
+        (run / "history.csv").write_text("step,train_loss,val_loss,seconds,eval_batches\n0,4.2,4.2,0.1,200\n"
+                                         "4999,2.0,2.1,40,200\n")
+        (run / "summary.json").write_text(json.dumps({"parameters": 1000}))
+        (run / "wall.json").write_text(json.dumps({"wall_seconds": 40.0}))
+    runs = report.collect(report.TASKS)
+    fig = report.draw(runs, report.make_bands(runs), tmp_path / "course.png")
+    labels = [t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts()]
+    assert labels[:2] == [f"{task}: {report.what_it_adds(task)}" for task in ("task00", "task06")]
+    assert labels[3] == "ours: final val, mean ± std over 1 seed"
+    renderer = drawn(fig)
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0
+    assert not fig.axes[0].get_tightbbox(renderer).overlaps(legend)
