@@ -304,10 +304,11 @@ ACCELERATORS = [
 @pytest.mark.device
 @pytest.mark.parametrize("device", ACCELERATORS)
 def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_file, capsys, device):
-    whole = train_and_report("task07", tiny(tmp_path, small_text_file, device=device, max_iters=12, eval_interval=4),
-                             task07.build_model, log=quiet, progress=False)
-    cfg = tiny(tmp_path, small_text_file, device=device, max_iters=12, eval_interval=4,
-               checkpoint=str(tmp_path / "t07.pt"))
+    """In fp32, so that only the GPU's non-deterministic kernels (not bf16 rounding) separate the two runs."""
+    settings = dict(device=device, max_iters=12, eval_interval=4, precision="fp32")
+    whole = train_and_report("task07", tiny(tmp_path, small_text_file, **settings), task07.build_model, log=quiet,
+                             progress=False)
+    cfg = tiny(tmp_path, small_text_file, **settings, checkpoint=str(tmp_path / "t07.pt"))
 
     def stop_at_8(line):
         if line.startswith("Epoch 8:"):
@@ -316,7 +317,7 @@ def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_f
     with pytest.raises(SystemExit):
         train_and_report("task07", cfg, task07.build_model, log=stop_at_8, progress=False)
     resumed = train_and_report("task07", cfg, task07.build_model, resume=True, log=quiet, progress=False)
-    assert [r["val"] for r in resumed["history"]] == pytest.approx([r["val"] for r in whole["history"]], abs=1e-4)
+    assert [r["val"] for r in resumed["history"]] == pytest.approx([r["val"] for r in whole["history"]], abs=1e-3)
     capsys.readouterr()
     assert task08_infinite.main(["--checkpoint", cfg.checkpoint, "--device", device, "--max-new-tokens", "50"]) == 0
     assert len(capsys.readouterr().out) == 52
