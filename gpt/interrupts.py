@@ -18,6 +18,19 @@ from contextlib import contextmanager
 from .errors import Terminated
 
 STOPS = (signal.SIGINT, signal.SIGTERM)
+CTRL_C = []  # set once Ctrl-C has been pressed in this process
+
+
+def interrupted(since: int = 0) -> bool:
+    """Whether Ctrl-C was pressed (after the since-th time): an error that follows it (an import it cut
+    in half fails in its own way, e.g. numpy's RecursionError) is the Ctrl-C's doing, and is reported
+    as the interruption."""
+    return len(CTRL_C) > since
+
+
+def note_ctrl_c(signum, frame):
+    CTRL_C.append(signum)
+    raise KeyboardInterrupt
 
 
 def exit_status(stop: KeyboardInterrupt) -> int:
@@ -75,11 +88,15 @@ def quiet_interrupts() -> None:
     if hasattr(sys, "ps1") or sys.flags.interactive or sys.excepthook is not sys.__excepthook__:
         return
     sys.excepthook = excepthook
+    if in_main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, note_ctrl_c)  # Python's own, and it remembers that it was pressed
 
 
 def excepthook(kind, value, tb):
-    if not issubclass(kind, KeyboardInterrupt):
+    if not issubclass(kind, KeyboardInterrupt) and not interrupted():
         return sys.__excepthook__(kind, value, tb)
+    if not isinstance(value, KeyboardInterrupt):
+        value = KeyboardInterrupt()  # what an import cut in half by Ctrl-C raised instead
     while_importing = any(frame_is_module(t) for t in walk(tb.tb_next if tb else None))
     where = " while starting up: nothing was trained or written. Run the command again to start" \
         if while_importing else ""

@@ -25,7 +25,7 @@ from .data import Dataset, load_dataset
 from .errors import UserError, WriteFailed
 from .files import atomic_write, check_writable
 from .generate import generate
-from .interrupts import exit_status, sigterm_raises, stopped_by
+from .interrupts import CTRL_C, exit_status, interrupted, sigterm_raises, stopped_by
 from .measures import format_measures, measure_val
 from .model import count_parameters
 from .reference import COURSE, COURSE_NOTES, band
@@ -42,6 +42,7 @@ def friendly_errors(checkpoint: str = ""):
     def safe() -> str:  # read when the script stops: the checkpoint changes as the run goes
         return what_is_saved(checkpoint) if checkpoint else ""
 
+    pressed = len(CTRL_C)  # Ctrl-C pressed before this block is not this block's
     with sigterm_raises():
         try:
             yield
@@ -57,6 +58,11 @@ def friendly_errors(checkpoint: str = ""):
         except BrokenPipeError:
             print(reader_gone() + (f": {safe()}" if checkpoint else ""), file=sys.stderr)
             raise SystemExit(0) from None
+        except Exception:
+            if not interrupted(since=pressed):
+                raise
+            print("\ninterrupted" + (f": {safe()}" if checkpoint else ""), file=sys.stderr)  # the error is its doing
+            raise SystemExit(130) from None
 
 
 def capitalized(text: str) -> str:

@@ -423,3 +423,34 @@ def test_every_task_script_imports_gpt_before_torch():
         imports = re.findall(r"^(?:from|import) (\w+)", path.read_text(), re.M)
         ours = [name for name in imports if name in ("gpt", "torch")]
         assert not ours or ours[0] == "gpt", f"{path.name} imports torch before gpt"
+
+
+CUT_IN_HALF = """
+import os, signal
+from gpt.run import friendly_errors
+
+def an_import_that_ctrl_c_cuts_in_half():  # as numpy's lazy imports do: the KeyboardInterrupt is lost
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+        pass
+    raise RecursionError("maximum recursion depth exceeded")
+
+if os.environ.get("INSIDE") == "1":
+    with friendly_errors(checkpoint=os.environ["CKPT"]):
+        an_import_that_ctrl_c_cuts_in_half()
+else:
+    an_import_that_ctrl_c_cuts_in_half()
+"""
+
+
+@pytest.mark.parametrize("inside", ["1", "0"])
+def test_an_error_that_a_ctrl_c_caused_ends_like_the_ctrl_c(inside, tmp_path):
+    """Ctrl-C in the middle of an import (torch loads its compiler lazily when the optimizer is made) can
+    leave a module half imported, which then fails with an error of its own instead of KeyboardInterrupt."""
+    proc = subprocess.run([sys.executable, "-c", CUT_IN_HALF], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "INSIDE": inside, "CKPT": str(tmp_path / "model.pt")})
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert "interrupted" in proc.stderr
+    if inside == "1":  # the run's own handler said it, with what its checkpoint holds
+        assert f"no model was saved in {tmp_path / 'model.pt'}" in proc.stderr, proc.stderr
