@@ -190,6 +190,8 @@ def bench_gpu(repeats: int) -> None:
 
 
 def main(argv=None):
+    from gpt.device import DEVICES  # the one list of devices
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=TASKS + ("all", "generate", "window", "positions", "gpu"),
@@ -202,7 +204,7 @@ def main(argv=None):
     parser.add_argument("--course-size", action="store_true", help="generate: the course's model size, untrained")
     parser.add_argument("--blocks", type=int, default=6, help="generate: stream length in block_size units (default: 6)")
     parser.add_argument("--chars", type=int, default=5000, help="window: characters of the validation split (default: 5000)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"),
+    parser.add_argument("--device", default="auto", choices=DEVICES,
                         help="generate, window, positions: where the model runs (default: auto)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))

@@ -19,8 +19,8 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 FAKE = torch.device("mps")
 DEVICE_GET, GRAD_GET = torch.Tensor.device.__get__, torch.Tensor.grad.__get__  # compared with ==: new each time
-COPIES = {torch.Tensor.copy_, torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.__setitem__,
-          torch.Tensor.module_load}  # the ways across, as on a real device
+COPIES = {torch.Tensor.copy_, torch.Tensor.__setitem__, torch.Tensor.module_load}  # copies across, as on a real device
+# (.to() and .cpu() are handled on their own, before the check that refuses mixed devices)
 
 
 class OnDevice(torch.Tensor):
