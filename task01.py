@@ -6,7 +6,7 @@ with the future masked out so that the model can't peek at the token it has to p
 One head of size n_embd sits between the embeddings (token + position) and the linear head.
 Paper: Vaswani et al. 2017, "Attention Is All You Need", https://arxiv.org/abs/1706.03762
 
-    python task01.py                  # the course's run: 5000 steps, about 10 s on a laptop CPU
+    python task01.py                  # the course's run: 5000 steps, seconds on a laptop CPU
     python task01.py --help           # every setting, with its default
 """
 

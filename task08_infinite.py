@@ -2,11 +2,11 @@
 
 Loads a checkpoint (task 07's by default) and prints one character at a time, as fast as the model
 produces them, forever. Each new character costs one forward pass of one position: the attention
-layers keep the keys and values of the characters before it (a key/value cache, gpt/kv_cache.py),
-instead of recomputing the whole context for every character as the lecture's `generate` does.
-From a rotary model (task 09) the window slides one character at a time, so that every character
-sees a full block_size of context; from a model with learned positions it restarts from its newest
-half whenever it is full.
+layers keep the keys and values of the characters before it (a key/value cache, gpt/kv_cache.py,
+passed to the model's own forward), instead of recomputing the whole context for every character
+as the lecture's `generate` does. From a rotary model (task 09) the window slides one character at
+a time, so that once block_size characters are in, every character sees a full window; from a model
+with learned positions it restarts from its newest half whenever it is full.
 
     python task08_infinite.py                          # Ctrl-C to stop
     python task08_infinite.py --prompt "ROMEO:" --temperature 0.8 --top-p 0.9 --seed 7
@@ -25,8 +25,8 @@ from gpt.config import Parser, at_least, checked, probability
 from gpt.device import DEVICES, resolve_device
 from gpt.errors import Terminated, UserError
 from gpt.files import write_error
-from gpt.generate import sampler, stream
-from gpt.run import friendly_errors
+from gpt.generate import sampler, stream, stream_without_cache
+from gpt.exits import friendly_errors
 
 import torch  # after gpt, which picks torch's CPU kernels before torch loads
 
@@ -60,14 +60,14 @@ def main(argv=None, out=None) -> int:
     with friendly_errors():
         device = resolve_device(args.device)
         ckpt = load_checkpoint(args.checkpoint, how_to_make_one=(  # read on the CPU, moved below
-            "Train one first: python task07.py (under 10 minutes on a CPU), then run this again."), what_to_do=(
+            "Train one first: python task07.py (minutes on a CPU), then run this again."), what_to_do=(
             f"Stream from a checkpoint that task07.py or task09_rope.py saved (--checkpoint PATH), or train one "
             f"in its place: python task07.py --checkpoint {shlex.quote(args.checkpoint)} --overwrite"))
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)
         generator = torch.Generator().manual_seed(args.seed)
         pick = sampler(args.temperature, args.top_k, args.top_p, generator)
-        tokens = stream(model, prompt, pick, use_cache=not args.no_cache)
+        tokens = (stream_without_cache if args.no_cache else stream)(model, prompt, pick)
         if args.max_new_tokens is not None:
             tokens = itertools.islice(tokens, args.max_new_tokens)
         text_of = tokenizer.stream_decoder()

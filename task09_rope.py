@@ -13,18 +13,19 @@ Papers and write-ups:
 - Black et al. 2022, "GPT-NeoX-20B", https://arxiv.org/abs/2204.06745 (the half-split rotation used here)
 - Touvron et al. 2023, "LLaMA", https://arxiv.org/abs/2302.13971 (RoPE in a modern LLM)
 
-Other changes from recent papers can be composed in (gpt/modern.py lists them with their papers):
---mlp relu2|swiglu, --tie-weights, --optimizer muon, --schedule wsd. The defaults are the ones an
-A/B over 3 seeds kept (RESEARCH_LOG.md). `--compare SETTING=VALUE` runs that A/B: this run's
-configuration against the same with one setting changed, at the same step count, seed by seed.
+Other changes from recent papers, each a class in gpt/modern.py, can be composed in: --mlp
+relu2|swiglu (the MLP class each block gets), --tie-weights, --optimizer muon, --schedule wsd|sgdr.
+`--compare SETTING=VALUE` runs an A/B: this run's configuration against the same with one setting
+changed, at the same step count, seed by seed; `--compare positions=learned` trains task 07's GPT
+(its learned position table) as the other arm. RESEARCH_LOG.md (its "task 09" entries) has the A/Bs and the
+one-seed screens that set the defaults, with the settings they ran at.
 
 This trains task 07's CPU preset with RoPE, in windows twice as long (block 128, batch 8: the same
 tokens per step), for 7000 steps, and saves checkpoints/task09.pt (stream from it: python
-task08_infinite.py --checkpoint checkpoints/task09.pt). With no position table to learn, RoPE turns
-the longer context into a lower loss; learned positions did not (RESEARCH_LOG.md).
+task08_infinite.py --checkpoint checkpoints/task09.pt).
 
-    python task09_rope.py                                  # the RoPE model, under 10 minutes on a CPU
-    python task09_rope.py --compare positions=learned --seeds 3   # RoPE vs the learned table (an hour)
+    python task09_rope.py                                  # the RoPE model, minutes on a CPU
+    python task09_rope.py --compare positions=learned --seeds 3   # RoPE vs task 07's learned table
     python task09_rope.py --compare mlp=relu2 --seeds 3    # any other setting the same way
 """
 
@@ -33,22 +34,53 @@ import dataclasses
 import statistics
 import sys
 
+from gpt.checkpoint import resume
 from gpt.config import ModernGPTConfig, at_least, checked, parse_config
+from gpt.data import load_dataset
 from gpt.errors import UserError
-from gpt.modern import ModernGPT, muon_optimizer
+from gpt.modern import MLPS, POSITIONS, muon_optimizer, tie_weights
 from gpt.presets import TASK09
-from gpt.run import check_models, friendly_errors, train_and_report
+from gpt.exits import friendly_errors
+from gpt.run import (check_model, check_models, check_writable_outputs, long_run_files, long_run_hooks,
+                     print_duration, print_flushed, print_start, report, seed_and_pick_device)
+from gpt.train import TrainingState, make_optimizer, train
 
+import torch  # after gpt, which picks torch's CPU kernels before torch loads
 
-def build_model(cfg: ModernGPTConfig, vocab_size: int) -> ModernGPT:
-    return ModernGPT(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout,
-                     positions=cfg.positions, mlp=cfg.mlp, tie_weights=cfg.tie_weights)
+def build_model(cfg: ModernGPTConfig, vocab_size: int):
+    if cfg.tie_weights and cfg.positions == "learned":
+        raise UserError("--tie-weights is task 09's RotaryGPT's; the learned-positions arm is task 07's GPT as it is")
+    model = POSITIONS[cfg.positions](vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout,
+                                  mlp=MLPS[cfg.mlp])
+    return tie_weights(model) if cfg.tie_weights else model
 
 
 def build_optimizer(cfg: ModernGPTConfig, model):
     if cfg.optimizer == "muon":
         return muon_optimizer(model, cfg.learning_rate, cfg.muon_lr, cfg.weight_decay)
-    return None  # AdamW, as every task before
+    return make_optimizer(model.parameters(), cfg.learning_rate, cfg.weight_decay)  # AdamW, as every task before
+
+
+def train_gpt(cfg: ModernGPTConfig, resume_run: bool = False, overwrite: bool = False, log=print_flushed,
+              progress=None) -> dict:
+    """One run, in the lesson's order: settings checked, data, model, optimizer, train, report."""
+    check_model(build_model, cfg)
+    check_writable_outputs(cfg, cfg.checkpoint, resume_run, overwrite)
+    device = seed_and_pick_device(cfg)
+    data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size)
+    model = build_model(cfg, data.tokenizer.vocab_size).to(device)
+    optimizer = build_optimizer(cfg, model)
+    state = TrainingState(cfg.seed)
+    resumed = resume(cfg.checkpoint, model, optimizer, data.tokenizer, state) if resume_run else ""
+    files = long_run_files("task09", cfg, log)
+    print_start(cfg, model, log)
+    if resumed:
+        log(resumed)
+    print_duration(cfg, model, data.tokenizer.vocab_size, state, log)
+    trained = torch.compile(model) if cfg.compile else model  # the model itself is what is saved and measured
+    hooks = long_run_hooks("task09", cfg, model, data.tokenizer, files, log, progress)
+    history = train(trained, optimizer, data, cfg, hooks, state)
+    return report("task09", cfg, model, data, history, files, cfg.checkpoint, log)
 
 
 def extra_flags(parser):
@@ -95,7 +127,7 @@ def compare(cfg: ModernGPTConfig, change: tuple[str, object], seeds: int) -> dic
         for arm, arm_cfg in arms.items():
             run_cfg = dataclasses.replace(arm_cfg, seed=cfg.seed + i, checkpoint="", runs="", sample_tokens=0)
             print(f"\n=== arm {arm} ({name}={getattr(run_cfg, name)}), seed {run_cfg.seed} ===", flush=True)
-            history = train_and_report("task09", run_cfg, build_model, make_opt=build_optimizer)["history"]
+            history = train_gpt(run_cfg)["history"]
             steps = [r for r in history if not r.get("final")]
             ms = 1000 * (steps[-1]["time"] - steps[0]["time"]) / max(1, steps[-1]["iter"] - steps[0]["iter"])
             results[arm].append({"seed": run_cfg.seed, "val": history[-1]["val"], "ms_per_step": ms})
@@ -121,8 +153,7 @@ def main(argv=None):
     with friendly_errors(checkpoint="" if args.compare else cfg.checkpoint):
         if args.compare:
             return compare(cfg, args.compare, args.seeds)
-        return train_and_report("task09", cfg, build_model, make_opt=build_optimizer, resume=args.resume,
-                                overwrite=args.overwrite)
+        return train_gpt(cfg, args.resume, args.overwrite)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@
     python -m bench task05 --against ../old     # ours against another checkout of this repository
     python -m bench generate                    # task 08: characters per second, with and without the cache
     python -m bench generate --course-size      # the same for the course's 10.8 M-parameter, block-256 model
-    python -m bench window --checkpoint checkpoints/task09.pt   # what the stream's window costs in quality
-    python -m bench positions --checkpoint checkpoints/task07.pt   # the val loss at each position of the window
-    python -m bench gpu                         # task 07's gpu preset with and without the GPU speed-ups (CUDA)
+    python -m bench gpu                         # task 07's gpu preset, its native precision against fp32 (CUDA)
+
+What the models' predictions are worth (the stream's window, the loss by position) is measured by
+`python -m gpt.measures`, not here: this package times things.
 
 Each task run is a separate process timed from start to exit (import, data, training, evaluation,
 sample), the two ways alternating so that both see the same machine; the medians are compared.
@@ -22,8 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from gpt.reference import LECTURE_SIZED  # gpt first: it picks torch's CPU kernels for the runs this starts
+
 ROOT = Path(__file__).resolve().parent.parent
-TASKS = ("task01", "task02", "task03", "task04", "task05", "task06")
+TASKS = LECTURE_SIZED[1:]  # tasks 01-06: task 00 has no lecture code to compare with
 EPOCH = re.compile(r"^Epoch (\d+): avg train loss (\S+) \| avg val loss (\S+)", re.M)
 
 
@@ -62,17 +65,19 @@ def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> d
     """Stream blocks * block_size tokens with the key/value cache and by full recomputation, alternating."""
     import torch
 
-    from gpt.generate import sampler, stream
+    from gpt.generate import sampler, stream, stream_without_cache
+    from gpt.model import count_parameters
 
     bs = model.block_size
     n = blocks * bs
-    print(f"{label}: block_size {bs}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+    print(f"{label}: block_size {bs}, {count_parameters(model):,} parameters, "
           f"{torch.get_num_threads()} threads, {n} tokens per stream", flush=True)
     start = tokenizer.encode("\n")[:1] or [0]
     results = {}
     for r in range(repeats):
         for use_cache in (True, False) if r % 2 == 0 else (False, True):
-            tokens = stream(model, start, sampler(generator=torch.Generator().manual_seed(r)), use_cache=use_cache)
+            way = stream if use_cache else stream_without_cache
+            tokens = way(model, start, sampler(generator=torch.Generator().manual_seed(r)))
             stamps = [time.perf_counter()]
             for _ in range(n):
                 next(tokens)
@@ -92,67 +97,6 @@ def bench_generate(model, tokenizer, blocks: int, repeats: int, label: str) -> d
     return med
 
 
-def shakespeare_for(tokenizer, what: str):
-    """Tiny Shakespeare, for a character-level model of it (the one tokenizer these benchmarks read)."""
-    from gpt.data import load_dataset
-
-    data = load_dataset()
-    if data.tokenizer.to_dict() != tokenizer.to_dict():
-        raise SystemExit(f"bench {what} reads Tiny Shakespeare's validation split: give a character-level model of it")
-    return data
-
-
-def bench_window(model, tokenizer, n_chars: int) -> dict:
-    """Bits per character of the validation text when the stream reads it: each next character scored
-    from the logits the stream computes, then the text's own character fed on. With the cache and by
-    recomputing the last block_size characters: what the cache's way of handling a full window costs."""
-    import itertools
-    import math
-
-    import torch.nn.functional as F
-
-    from gpt.generate import stream
-
-    data = shakespeare_for(tokenizer, "window")
-    text = data.val[:n_chars].tolist()
-    print(f"{len(text) - 1} characters of the validation split, block_size {model.block_size}", flush=True)
-    results = {}
-    for use_cache in (True, False):
-        nll, feed = 0.0, iter(text[1:])
-
-        def pick(logits):  # score the text's next character, then feed it on
-            nonlocal nll
-            token = next(feed)
-            nll -= F.log_softmax(logits[0].float(), dim=-1)[token].item()
-            return token
-
-        start = time.perf_counter()
-        for _ in itertools.islice(stream(model, text[:1], pick, use_cache=use_cache), len(text) - 1):
-            pass
-        results[use_cache] = nll / (len(text) - 1) / math.log(2)
-        print(f"  {'cache' if use_cache else 'recompute':>9}: {results[use_cache]:.4f} bits/char "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
-    return results
-
-
-def bench_positions(model, tokenizer) -> list[float]:
-    """The validation loss by position in the window, in doubling ranges: how much the context helps,
-    and what the loss averaged over a block_size window is made of."""
-    from gpt.measures import measure_val
-
-    device = next(model.parameters()).device.type
-    m = measure_val(model, shakespeare_for(tokenizer, "positions"), model.block_size, device)
-    by_position = m["loss_by_position"]
-    print(f"val loss {m['loss']:.4f} over windows of {model.block_size}; by position (tokens of context):")
-    start = 0
-    while start < len(by_position):
-        end = min(len(by_position), max(1, 2 * start))
-        part = by_position[start:end]
-        print(f"  {start:>4}-{end - 1:<4} {sum(part) / len(part):.4f}")
-        start = end
-    return by_position
-
-
 def course_size_model():
     """The gpu preset's architecture (10.8 M parameters, block 256), untrained: timing needs no training."""
     import torch
@@ -169,24 +113,22 @@ def course_size_model():
 
 
 def bench_gpu(repeats: int) -> None:
-    """Task 07's gpu preset, with and without the GPU speed-ups, in this process (CUDA only)."""
-    import dataclasses
-
+    """Task 07's gpu preset in the precision the GPU runs natively against fp32, whole runs alternating
+    (CUDA only): what mixed precision buys."""
     import torch
-
-    from gpt.presets import TASK07
-    from gpt.run import train_and_report
-    from task07 import build_model
 
     if not torch.cuda.is_available():
         raise SystemExit("python -m bench gpu needs a CUDA GPU")
+    times = {"auto": [], "fp32": []}
     for r in range(repeats):
-        for speedups in (True, False) if r % 2 == 0 else (False, True):
-            cfg = dataclasses.replace(TASK07["gpu"], checkpoint="", runs="", seed=1337 + r)
-            start = time.perf_counter()
-            result = train_and_report("task07", cfg, build_model, speedups=speedups, log=lambda *_: None)
-            print(f"speed-ups {'on' if speedups else 'off'}: {time.perf_counter() - start:.1f} s, final val "
-                  f"{result['history'][-1]['val']:.4f}", flush=True)
+        for precision in ("auto", "fp32") if r % 2 == 0 else ("fp32", "auto"):
+            cmd = [sys.executable, "task07.py", "--preset", "gpu", "--precision", precision, "--checkpoint", "",
+                   "--runs", "", "--seed", str(1337 + r)]
+            seconds, out = timed(cmd, ROOT)
+            times[precision].append(seconds)
+            print(f"--precision {precision}: {seconds:.1f} s, {EPOCH.findall(out)[-1]}", flush=True)
+    auto, fp32 = (statistics.median(times[p]) for p in ("auto", "fp32"))
+    print(f"medians of {repeats}: auto {auto:.1f} s, fp32 {fp32:.1f} s -> {fp32 / auto:.2f}x", flush=True)
 
 
 def main(argv=None):
@@ -194,26 +136,22 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=TASKS + ("all", "generate", "window", "positions", "gpu"),
-                        help="a task's default run, generation speed, the stream's quality, the loss by "
-                             "position, or the GPU")
+    parser.add_argument("what", choices=TASKS + ("all", "generate", "gpu"),
+                        help="a task's default run, generation speed, or the GPU's precision")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each way; the medians are compared (default: 3)")
     parser.add_argument("--against", type=Path, help="tasks: another checkout to compare with, instead of the straightforward code")
     parser.add_argument("--flags", default="", help="tasks: extra flags for this tree's runs, e.g. \"--runs ''\"")
-    parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="generate, window, positions: the model (default: %(default)s)")
+    parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="generate: the model (default: %(default)s)")
     parser.add_argument("--course-size", action="store_true", help="generate: the course's model size, untrained")
     parser.add_argument("--blocks", type=int, default=6, help="generate: stream length in block_size units (default: 6)")
-    parser.add_argument("--chars", type=int, default=5000, help="window: characters of the validation split (default: 5000)")
     parser.add_argument("--device", default="auto", choices=DEVICES,
-                        help="generate, window, positions: where the model runs (default: auto)")
+                        help="generate: where the model runs (default: auto)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    import gpt  # noqa: F401  (picks torch's CPU kernels for this process and the runs it starts: gpt/cpu_kernels.py)
     if args.what == "gpu":
         return bench_gpu(args.repeats)
-    if args.what in ("window", "positions", "generate"):
+    if args.what == "generate":
         from gpt.checkpoint import load_checkpoint, model_from_checkpoint
-        from gpt.run import friendly_errors
+        from gpt.exits import friendly_errors
 
         from gpt.device import describe_device, resolve_device
 
@@ -225,10 +163,6 @@ def main(argv=None):
                 model = model.to(device)
             else:
                 model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint), device)
-            if args.what == "window":
-                return bench_window(model, tokenizer, args.chars)
-            if args.what == "positions":
-                return bench_positions(model, tokenizer)
             label = "the course's model size, untrained" if args.course_size else args.checkpoint
             return bench_generate(model, tokenizer, args.blocks, args.repeats, label)
     import shlex

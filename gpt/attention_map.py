@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .plots import ATTENTION_TEXT, draw_attention
-from .run import friendly_errors
+from .exits import friendly_errors
 
 
 def main(argv=None) -> int:

@@ -1,18 +1,27 @@
 """Checkpoints: everything needed to use a model alone or to continue its training exactly, written
-atomically and read safely (weights only: loading a checkpoint never runs code from it)."""
+atomically and read safely (weights only: loading a checkpoint never runs code from it).
 
+A checkpoint holds the model (its class, the values it was made with, its weights), the tokenizer,
+the optimizer, the training state (gpt/train.py's TrainingState: steps, time, evaluations, random
+states), the run's config and its task. `SaveCheckpoints` writes one at every evaluation of a run;
+`resume` puts a run back where its checkpoint left it.
+"""
+
+import dataclasses
+import shlex
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
 from .files import atomic_write
-from .model import GPT
-from .modern import ModernGPT
+from .modern import MLPS, POSITIONS, tie_weights
 from .tokenizer import tokenizer_from_dict
 
-FORMAT = "gpt-curriculum-checkpoint/2"
-MODELS = {"GPT": GPT, "ModernGPT": ModernGPT}  # the models a checkpoint can rebuild, by class name
+FORMAT = "gpt-curriculum-checkpoint/3"
+# What a checkpoint can rebuild, by class name: the models, and the MLPs inside them.
+MODELS = {cls.__name__: cls for cls in POSITIONS.values()}  # GPT, RotaryGPT
+MLP_CLASSES = {cls.__name__: cls for cls in MLPS.values()}
 
 
 def save_checkpoint(path, payload: dict) -> None:
@@ -62,15 +71,80 @@ def saved_iteration(path) -> int | None:
 
 
 def model_payload(model) -> dict:
-    """How to rebuild model: its class and the plain values it was made with."""
+    """How to rebuild model: its class and the plain values it was made with, and its weights."""
     name = type(model).__name__
     if name not in MODELS:
         raise UserError(f"a {name} can't be saved in a checkpoint; only {', '.join(MODELS)} can")
-    return {"model_class": name, "model_args": model.args, "model": model.state_dict()}
+    return {"model_class": name, "model_args": dict(model.args), "model": model.state_dict()}
+
+
+def build_saved_model(model_class: str, model_args: dict):
+    """The model a checkpoint's model_class and model_args describe, untrained."""
+    args = dict(model_args)
+    tied, mlp = args.pop("tie_weights", False), MLP_CLASSES[args.pop("mlp")]
+    model = MODELS[model_class](**args, mlp=mlp)
+    return tie_weights(model) if tied else model
 
 
 def model_from_checkpoint(ckpt: dict, device: str = "cpu"):
     """The model (in eval mode) and the tokenizer a checkpoint holds."""
-    model = MODELS[ckpt["model_class"]](**ckpt["model_args"]).to(device)
+    model = build_saved_model(ckpt["model_class"], ckpt["model_args"]).to(device)
     model.load_state_dict(ckpt["model"])
     return model.eval(), tokenizer_from_dict(ckpt["tokenizer"])
+
+
+class SaveCheckpoints:
+    """A hook for the training loop: after every evaluation, before its line is printed (so that a
+    line on the screen means its model is saved), write the whole run to path. model is the model
+    itself (the loop may train a compiled wrapper of it)."""
+
+    def __init__(self, path, task: str, cfg, model, tokenizer):
+        self.path, self.task, self.cfg, self.model, self.tokenizer = path, task, cfg, model, tokenizer
+
+    def on_eval(self, trainer, record):
+        save_checkpoint(self.path, {**model_payload(self.model), "tokenizer": self.tokenizer.to_dict(),
+                                    "optimizer": trainer.optimizer.state_dict(), "state": trainer.state_dict(),
+                                    "config": dataclasses.asdict(self.cfg), "task": self.task})
+
+
+def resume(path, model, optimizer, tokenizer, state) -> str:
+    """Put a run back where the checkpoint at path left it: model, optimizer and training state
+    (gpt/train.py), after the run was seeded and its model made. Refuses a checkpoint of another model,
+    text or tokenizer, saying what would continue it. Returns the line to print."""
+    saved = load_checkpoint(path, how_to_make_one="Start a run without --resume to make one.", what_to_do=(
+        "Start a new run there with --overwrite instead of --resume, or elsewhere with --checkpoint PATH."))
+    if saved["tokenizer"] != tokenizer.to_dict():
+        raise UserError(f"{path} was trained with another tokenizer or text than this run's")
+    if saved["model_class"] != type(model).__name__ or saved["model_args"] != model.args:
+        raise UserError(other_settings(path, saved, model))
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    note = state.load_state_dict(saved["state"], next(model.parameters()).device.type)
+    line = f"resumed from {path} at iteration {state.iter} ({state.seconds:.0f}s in)"
+    return f"{note}\n{line}" if note else line
+
+
+def other_settings(checkpoint, saved: dict, model) -> str:
+    """Why this run can't continue the model saved in checkpoint, and what to pass that would."""
+    from .reference import script
+
+    if saved["model_class"] != type(model).__name__:
+        if "task" not in saved:
+            return f"{checkpoint} holds a {saved['model_class']}, which this script can't continue"
+        return (f"{checkpoint} holds {saved['task']}'s model (a {saved['model_class']}), which this script can't "
+                f"continue: python {script(saved['task'])} --checkpoint {shlex.quote(str(checkpoint))} --resume")
+    wrong = {k: v for k, v in saved["model_args"].items() if model.args.get(k) != v}
+    if not wrong:  # the same values, but this version's model takes more of them
+        return f"{checkpoint} holds a model this version of {saved.get('task', 'the task')} can't continue; train it again"
+    flags = " ".join(flag_for(k, v) for k, v in wrong.items())
+    asked = ", ".join(f"{k}={model.args.get(k)}" for k in wrong)
+    return (f"{checkpoint} holds a model made with other settings than this run's ({asked} here). "
+            f"To continue it, pass {flags}")
+
+
+def flag_for(name: str, value) -> str:
+    """The command-line flag that sets a config field to value: `--n-embd 128`, `--tie-weights`."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {shlex.quote(str(value))}"

@@ -14,8 +14,11 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
+from .data import DEFAULT_NAME
 from .device import DEVICES, PRECISIONS
 from .errors import UserError
+from .modern import MLPS, POSITIONS
+from .schedules import SCHEDULES
 
 
 def option(default, help: str, valid=None, choices: tuple | None = None):
@@ -66,7 +69,7 @@ def checked(kind, valid=None, choices=None):
 @dataclass
 class TrainConfig:
     """What every task sets: the data, the training run and the sample (task 00's bigram needs no more)."""
-    data: str = option("data/input.txt", "training text; the default is Tiny Shakespeare, downloaded if missing")
+    data: str = option(DEFAULT_NAME, "training text; the default is Tiny Shakespeare, downloaded if missing")
     block_size: int = option(8, "context length: the most tokens the model sees at once", at_least(1))
     batch_size: int = option(32, "sequences per training step", at_least(1))
     learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)", positive)
@@ -111,10 +114,16 @@ class GPTConfig(StackConfig):
     """Task 07 (and 09): the GPT at scale, with dropout, a schedule, checkpoints and a subword tokenizer."""
     dropout: float = option(0.0, "dropout probability during training", fraction)
     weight_decay: float = option(0.01, "AdamW weight decay", finite_at_least(0))
-    schedule: str = option("cosine", "learning rate over the run: constant, or cosine (linear warmup, cosine decay)",
-                           choices=("constant", "cosine"))
+    schedule: str = option("cosine", "learning rate over the run: constant; cosine (linear warmup, cosine decay); "
+                                     "sgdr (warmup, cosine cycles restarting at the peak); wsd (warmup, stable, "
+                                     "then a linear decay over the last --decay of the run)", choices=SCHEDULES)
     warmup: float = option(0.05, "fraction of the run spent warming up the learning rate", fraction)
-    min_lr: float = option(1e-4, "the learning rate at the end of a cosine schedule", finite_at_least(0))
+    min_lr: float = option(1e-4, "the learning rate at the end of the schedule (and of each sgdr cycle)",
+                           finite_at_least(0))
+    cycles: int = option(3, "with --schedule sgdr: cosine cycles after the warmup", at_least(1))
+    cycle_mult: float = option(2.0, "with --schedule sgdr: each cycle this many times longer than the one before",
+                               finite_at_least(1))
+    decay: float = option(0.2, "with --schedule wsd: the fraction of the run spent decaying", probability)
     final_eval_iters: int = option(200, "batches per split for the final evaluation, after the last step", at_least(1))
     time_budget: float = option(0.0, "stop after this many seconds of training, 0 for none; the schedule is then "
                                      "laid over the time instead of the steps (the table then depends on the machine)",
@@ -219,6 +228,8 @@ UNUSED = {
     "warmup": lambda cfg: cfg.schedule == "constant",
     "min_lr": lambda cfg: cfg.schedule == "constant",
     "decay": lambda cfg: cfg.schedule != "wsd",
+    "cycles": lambda cfg: cfg.schedule != "sgdr",
+    "cycle_mult": lambda cfg: cfg.schedule != "sgdr",
     "muon_lr": lambda cfg: cfg.optimizer != "muon",
 }
 
@@ -234,15 +245,11 @@ def describe(cfg) -> str:
 @dataclass
 class ModernGPTConfig(GPTConfig):
     """Task 09: rotary positions, and the changes from recent papers a run may compose in."""
-    positions: str = option("rope", "rope: rotary, in attention; learned: task 07's table (the A/B's other arm)",
-                            choices=("rope", "learned"))
+    positions: str = option("rope", "rope: rotary, in attention (RotaryGPT); learned: task 07's GPT, with its "
+                                    "position table (the A/B's other arm)", choices=tuple(POSITIONS))
     mlp: str = option("relu", "the MLP: relu (task 05's), relu2 (squared ReLU) or swiglu (gated)",
-                      choices=("relu", "relu2", "swiglu"))
+                      choices=tuple(MLPS))
     tie_weights: bool = option(False, "use the token embedding table as the output layer too")
     optimizer: str = option("adamw", "adamw for every parameter, or muon for the matrices in the blocks (AdamW for the rest)",
                             choices=("adamw", "muon"))
     muon_lr: float = option(0.02, "with --optimizer muon: its learning rate (the schedule scales it like the other)", positive)
-    schedule: str = option("cosine", "learning rate over the run: constant, cosine (linear warmup, cosine decay), "
-                                     "or wsd (warmup, stable, then a linear decay over the last --decay of the run)",
-                           choices=("constant", "cosine", "wsd"))
-    decay: float = option(0.2, "with --schedule wsd: the fraction of the run spent decaying", probability)

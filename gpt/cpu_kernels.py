@@ -2,7 +2,8 @@
 
 PyTorch picks its vectorised CPU kernels by what the processor has (AVX2 or AVX-512 on x86), and the
 two round differently: the same seed printed a different loss table on an AVX-512 machine than on an
-AVX2 one, and training amplifies the difference (RESEARCH_LOG.md, "The same table on every x86 CPU").
+AVX2 one, and training amplifies the difference (RESEARCH_LOG.md, "2026-12-01: the same table on
+every x86 CPU").
 Every x86 CPU of the last decade has AVX2, so asking for it everywhere makes the tables agree.
 
 Only on x86, only where the processor has AVX2 and FMA (PyTorch trusts the variable and would crash

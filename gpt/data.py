@@ -15,7 +15,8 @@ from .tokenizer import BPETokenizer, CharTokenizer
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "input.txt"
+DEFAULT_NAME = "data/input.txt"  # the default --data: the repository's data/input.txt, from any folder
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / DEFAULT_NAME
 
 
 def _where_to_put_it(path: Path) -> str:
@@ -46,9 +47,14 @@ def download(path: Path, url: str = URL, sha256: str = SHA256, opener=urllib.req
         raise UserError(f"could not download Tiny Shakespeare ({e}).\n" + _where_to_put_it(path)) from None
 
 
+def is_tiny_shakespeare(path) -> bool:
+    """Whether path names the default text (None, the default name, or the file itself)."""
+    return path is None or str(path) == DEFAULT_NAME or Path(path).resolve() == DEFAULT_PATH
+
+
 def load_text(path=None, url: str = URL, opener=urllib.request.urlopen) -> str:
     """The training text: `path` if given, else Tiny Shakespeare from the cache (downloaded if missing)."""
-    if path is None or Path(path).resolve() == DEFAULT_PATH:
+    if is_tiny_shakespeare(path):
         path = DEFAULT_PATH
         if not path.exists():
             download(path, url, SHA256, opener=opener)
@@ -72,7 +78,8 @@ def load_text(path=None, url: str = URL, opener=urllib.request.urlopen) -> str:
     return text
 
 
-def train_val_split(ids: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+def train_val_split(ids, train_fraction: float = 0.9):
+    """The first 90% for training, the rest for validation: of token ids, or of a text's characters."""
     n = int(train_fraction * len(ids))
     return ids[:n], ids[n:]
 
@@ -97,7 +104,7 @@ def load_dataset(path=None, tokenizer: str = "char", vocab_size: int = 512) -> D
     """
     text = load_text(path)
     if tokenizer == "bpe":
-        train_text, val_text = text[:int(0.9 * len(text))], text[int(0.9 * len(text)):]
+        train_text, val_text = train_val_split(text)  # on characters: where the character split is
         bpe = BPETokenizer.train(train_text, vocab_size, alphabet_text=text)
         return Dataset(bpe, as_ids(bpe.encode(train_text)), as_ids(bpe.encode(val_text)), len(val_text))
     chars = CharTokenizer.from_text(text)

@@ -76,8 +76,9 @@ class Precision:
         return torch.autocast(device_type=self.device, dtype=self.dtype)
 
     def grad_scaler(self):
-        """fp16 gradients underflow without loss scaling; bf16 and fp32 need none."""
-        return torch.amp.GradScaler(self.device) if self.name == "fp16" else None
+        """fp16 gradients underflow without loss scaling; bf16 and fp32 need none: their scaler is
+        switched off, and its scale, step and update are then loss.backward() and optimizer.step()."""
+        return torch.amp.GradScaler(self.device, enabled=self.name == "fp16")
 
 
 def choose_precision(device: str, asked: str = "auto") -> Precision:

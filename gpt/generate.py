@@ -1,8 +1,8 @@
 """Sampling text from a trained model, one token at a time.
 
 `generate` is the lecture's way: the whole context (cropped to block_size) runs through the model
-for every new token. `stream` (task 08) goes on forever, with the key/value cache of
-`gpt/kv_cache.py` or, for comparison, by recomputing like `generate`.
+for every new token. `stream` (task 08) goes on forever with the model's key/value cache
+(gpt/kv_cache.py); `stream_without_cache` goes on forever the lecture's way, to compare with it.
 """
 
 from collections.abc import Iterator
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .kv_cache import KVCache, forward_cached
+from .model import eval_mode
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -48,13 +48,11 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     The context is cropped to the last block_size tokens, so generation can run past block_size. The
     whole context is recomputed for every new token: simple, and fast enough for 500 characters.
     """
-    was_training = model.training
-    model.eval()
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -model.block_size:])  # (B, <=block_size) -> (B, T, V)
-        idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator=generator)  # (B, 1)
-        idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
-    model.train(was_training)
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            logits, _ = model(idx[:, -model.block_size:])  # (B, <=block_size) -> (B, T, V)
+            idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
     return idx
 
 
@@ -65,45 +63,54 @@ def sampler(temperature: float = 1.0, top_k: int | None = None, top_p: float | N
 
 
 @torch.no_grad()
-def stream(model, prompt: list[int], pick=None, use_cache: bool = True) -> Iterator[int]:
+def stream(model, prompt: list[int], pick=None) -> Iterator[int]:
     """Yield one token after another, forever: the caller decides when to stop. pick(logits) chooses
     each token from the model's next-token logits (1, V): `sampler(...)` by default; a measurement can
     pass one that returns the text's own next token instead.
 
-    With use_cache, each new token costs one forward pass of a single position (gpt/kv_cache.py).
-    A model with learned positions can't move its cached keys, so when its window is full we keep the
-    most recent half of it, compute that half's keys and values again from position 0 (one forward
-    pass of block_size/2 tokens) and go on: once every block_size/2 tokens, so the cost per token stays
-    bounded, and every token sees at least block_size/2 tokens of context. A rotary model's cache is a
-    ring: every token sees a full window, and nothing is ever computed again.
-    Without the cache, the last block_size tokens run through the model for every new token.
+    Each new token costs one forward pass of a single position, through the model's key/value cache
+    (`model.new_kv_cache()`). When the cache is full (learned positions can't move their cached keys)
+    we keep the newest half of the window, compute its keys and values again from position 0 (one
+    forward pass of block_size/2 tokens) and go on: once every block_size/2 tokens, so the cost per
+    token stays bounded and every token sees at least block_size/2 tokens of context. A rotary
+    model's cache is a ring that never fills: once block_size tokens are in, every token sees a full
+    window, and nothing is computed again.
     """
     model.eval()
     pick = pick or sampler()
     device = next(model.parameters()).device
-    block_size = model.block_size
+    window = first_window(prompt, model.block_size)
+    cache = model.new_kv_cache()
+    logits, _ = model(torch.tensor([window], device=device), cache=cache)  # prefill: (1, T, V)
+    while True:
+        token = pick(logits[:, -1])
+        yield token
+        window = (window + [token])[-model.block_size:]
+        if cache.full():  # keep the window's newest half and compute it again from position 0
+            window = window[-max(1, model.block_size // 2):]
+            cache = model.new_kv_cache()
+            logits, _ = model(torch.tensor([window], device=device), cache=cache)
+        else:
+            logits, _ = model(torch.tensor([[token]], device=device), cache=cache)  # (1, 1, V)
+
+
+@torch.no_grad()
+def stream_without_cache(model, prompt: list[int], pick=None) -> Iterator[int]:
+    """`stream` the lecture's way: the last block_size tokens run through the model for every new
+    token. Every token sees a full window (once there is one), at block_size times the cost."""
+    model.eval()
+    pick = pick or sampler()
+    device = next(model.parameters()).device
+    window = first_window(prompt, model.block_size)
+    while True:
+        logits, _ = model(torch.tensor([window], device=device))  # (1, T, V)
+        token = pick(logits[:, -1])
+        window = (window + [token])[-model.block_size:]
+        yield token
+
+
+def first_window(prompt: list[int], block_size: int) -> list[int]:
     window = list(prompt)[-block_size:]
     if not window:
         raise UserError("the prompt is empty: give at least one character to start from")
-
-    def next_token(logits):
-        return pick(logits[:, -1])
-
-    if not use_cache:
-        while True:
-            logits, _ = model(torch.tensor([window[-block_size:]], device=device))
-            token = next_token(logits)
-            window = window[-block_size + 1:] + [token]
-            yield token
-    cache = KVCache.for_model(model)
-    logits = forward_cached(model, torch.tensor([window], device=device), cache)  # prefill: (1, T, V)
-    while True:
-        token = next_token(logits)
-        yield token
-        window = (window + [token])[-block_size:]
-        if cache.rolling or cache.length < block_size:
-            logits = forward_cached(model, torch.tensor([[token]], device=device), cache)  # (1, 1, V)
-        else:  # learned positions, window full: keep its newest half and compute it again from position 0
-            window = window[-max(1, block_size // 2):]
-            cache = KVCache.for_model(model)
-            logits = forward_cached(model, torch.tensor([window], device=device), cache)
+    return window

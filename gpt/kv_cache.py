@@ -1,88 +1,91 @@
 """Task 08: a key/value cache, so that each new character costs a forward pass of one position.
 
 Without it, every new token runs the whole window through the model again, although the keys and
-values of the tokens before it came out the same last time. `KVCache` keeps them, per layer, and
-`forward_cached` runs the model on the new tokens only: their queries read every cached key.
+values of the tokens before it came out the same last time. `KVCache` keeps them, per layer; the
+model's own forward takes it (`model(idx, cache=cache)`) and then runs on the new tokens only:
+each attention layer adds their keys and values to its part of the cache, and their queries read
+every key it holds.
 
-How far back can a token look? The window holds block_size tokens. When it is full:
-- learned positions (task 07): the model knows positions 0..block_size-1 only, and a cached key
-  carries its position in it, so keys can't move. `gpt.generate.stream` keeps the newest half of the
-  window and computes it again from position 0, once every block_size/2 tokens.
-- rotary positions (task 09): a query-key score depends only on how far apart the two tokens are,
-  so every cached key stays valid wherever the window is. The cache is a ring: the newest token's
-  key and value overwrite the oldest, and every token reads a full window, at a constant cost.
+A model with learned positions (task 07) knows positions 0..block_size-1 only, and a cached key
+carries its position in it, so the cache fills up after block_size tokens: `gpt.generate.stream`
+then starts a new one from the newest half of the window. Task 09's rotary model has a cache of its
+own that never fills (gpt/modern.py).
 """
 
 import torch
+import torch.nn.functional as F
 
 from .errors import UserError
-from .model import causal_attention, concat_heads
-from .modern import RotaryAttention
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens in the window: (n_layer, B, nh, block_size, hs)
-    each, allocated once. `length` counts the tokens the cache has seen.
-
-    rolling=True makes it a ring (rotary models only): position p is kept in slot p % block_size,
-    so that the newest token replaces the one block_size positions before it.
-    """
+    """Keys and values of every layer for the tokens seen so far: (n_layer, B, nh, block_size, hs)
+    each, allocated once. `length` counts the tokens the cache holds."""
 
     def __init__(self, n_layer: int, n_head: int, block_size: int, head_size: int, batch: int = 1,
-                 device="cpu", dtype=torch.float32, rolling: bool = False):
+                 device="cpu", dtype=torch.float32):
         self.k = torch.zeros(n_layer, batch, n_head, block_size, head_size, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.length = 0
-        self.rolling = rolling
 
     @classmethod
-    def for_model(cls, model, batch: int = 1) -> "KVCache":
-        """A cache sized for model, rolling if its attention is rotary."""
+    def for_model(cls, model, batch: int = 1):
+        """A cache sized for model: its layers, heads, head size and window, on its device."""
         sa = model.blocks[0].sa
         param = next(model.parameters())
-        return cls(len(model.blocks), sa.n_head, model.block_size, sa.head_size, batch, param.device, param.dtype,
-                   rolling=isinstance(sa, RotaryAttention))
+        return cls(len(model.blocks), sa.n_head, model.block_size, sa.head_size, batch, param.device, param.dtype)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Store the new tokens' k, v (B, nh, T, hs) for layer; return the window's keys and values,
-        (B, nh, W, hs) each, oldest first (in a ring that has come round: in slot order, which a single
-        query reads all of, so the order doesn't matter)."""
-        block_size, start, T = self.k.size(3), self.length, k.size(2)
-        if self.rolling and T == 1:
-            slot = start % block_size
-            self.k[layer, :, :, slot:slot + 1] = k
-            self.v[layer, :, :, slot:slot + 1] = v
-            n = min(start + 1, block_size)
-        else:
-            n = start + T
-            if n > block_size:
-                raise UserError(f"the key/value cache holds {block_size} positions; {n} were asked for")
-            self.k[layer, :, :, start:n] = k
-            self.v[layer, :, :, start:n] = v
-        return self.k[layer, :, :, :n], self.v[layer, :, :, :n]
+    @property
+    def block_size(self) -> int:
+        return self.k.size(3)
+
+    def full(self) -> bool:
+        """Whether a new token would need a position past the window."""
+        return self.length >= self.block_size
+
+    def layer(self, i: int) -> "LayerCache":
+        """The part of the cache that attention layer i reads and writes."""
+        return LayerCache(self, i)
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Keep the new tokens' k, v (B, nh, T, hs) for layer; return every key and value the layer
+        now holds, (B, nh, W, hs) each, oldest first."""
+        start, end = self.length, self.length + k.size(2)
+        if end > self.block_size:
+            raise UserError(f"the key/value cache holds {self.block_size} positions; {end} were asked for")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n_tokens: int) -> None:
+        """Called by the model after every layer has stored the new tokens."""
+        self.length += n_tokens
 
 
-@torch.no_grad()
-def forward_cached(model, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Logits (B, T, V) for the new tokens idx (B, T), which come right after the cache's tokens.
+class LayerCache:
+    """One attention layer's view of a KVCache: where its new tokens start, and attention over what it holds."""
 
-    The same computation as GPT.forward and DropoutBlock.forward in eval mode (tests compare the
-    logits), with the cache in the middle of attention: each layer adds the new tokens' keys and
-    values to it and lets their queries read all it holds.
-    """
-    start, T = cache.length, idx.size(1)
-    x = model.token_embedding(idx)  # (B, T, C)
-    if hasattr(model, "position_embedding"):
-        if start + T > model.block_size:
-            raise UserError(f"learned positions stop at {model.block_size - 1}; start the window again")
-        x = x + model.position_embedding.weight[start:start + T]  # the positions of the new tokens
-    for layer, block in enumerate(model.blocks):
-        sa = block.sa
-        q, k, v = sa.heads(block.ln1(x))  # 3 x (B, nh, T, hs)
-        if isinstance(sa, RotaryAttention):
-            q, k = sa.rotary(q, start), sa.rotary(k, start)  # turned for their positions start..start+T-1
-        k, v = cache.update(layer, k, v)  # (B, nh, W, hs): the window, the new tokens included
-        x = x + sa.proj(concat_heads(causal_attention(q, k, v)))  # (B, T, C)
-        x = x + block.ffwd(block.ln2(x))
-    cache.length += T
-    return model.lm_head(model.ln_f(x))  # (B, T, V)
+    def __init__(self, cache: KVCache, layer: int):
+        self.cache, self.index = cache, layer
+
+    @property
+    def start(self) -> int:
+        return self.cache.length  # the position of the first new token
+
+    def attend(self, q, k, v) -> torch.Tensor:
+        """Store the new tokens' k, v, then let their queries q (B, nh, T, hs) read every key up to
+        their own position: (B, nh, T, hs)."""
+        k, v = self.cache.store(self.index, k, v)  # (B, nh, W, hs): the window, the new tokens included
+        return attention_to_window(q, k, v)
+
+
+def attention_to_window(q, k, v) -> torch.Tensor:
+    """Causal attention of the last Tq positions (q) over a window of Tk >= Tq keys and values: query i
+    reads the keys up to its own position, Tk - Tq + i."""
+    Tq, Tk = q.size(-2), k.size(-2)
+    if Tq == Tk:  # the first tokens, into an empty cache
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if Tq == 1:  # the newest token reads every key in the window
+        return F.scaled_dot_product_attention(q, k, v)
+    mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # (Tq, Tk)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -15,11 +15,14 @@ Task 08's key/value cache is in `gpt/kv_cache.py`, task 09's rotary positions in
 Shapes: B batch, T time (sequence length), C channels (n_embd), nh heads, hs head size, V vocabulary.
 """
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserError
+from .kv_cache import KVCache
 
 
 def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -32,19 +35,12 @@ def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
-    """Causal scaled dot-product attention: (..., Tq, hs) with (..., Tk, hs) -> (..., Tq, hs).
+    """Causal scaled dot-product attention: (..., T, hs) queries, keys and values -> (..., T, hs).
 
     The same result as `causal_attention_weights(q, k) @ v` (tests check it), computed by PyTorch's
     fused kernel, which at these sizes is faster on a CPU and uses flash attention on a GPU.
-    With a key/value cache (task 08) there are fewer queries than keys: the queries are the last Tq positions.
     """
-    Tq, Tk = q.size(-2), k.size(-2)
-    if Tq == Tk:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-    if Tq == 1:  # the newest token may read every cached one
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-    mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # (Tq, Tk)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
 
 
 class Bigram(nn.Module):
@@ -101,20 +97,20 @@ class MultiHeadAttention(nn.Module):
         self.head_size = n_embd // n_head
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # rows: all heads' queries, then keys, then values
 
-    def heads(self, x):
+    def queries_keys_values(self, x):
         """Queries, keys and values of every head: (B, T, C) -> 3 x (B, nh, T, hs)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # (B, T, 3C) -> 3 x (B, T, C)
         return [t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v)]  # (B, nh, T, hs)
 
     def forward(self, x):
-        q, k, v = self.heads(x)  # 3 x (B, nh, T, hs)
+        q, k, v = self.queries_keys_values(x)  # 3 x (B, nh, T, hs)
         out = causal_attention(q, k, v)  # (B, nh, T, hs): each head attends on its own
         return concat_heads(out)  # (B, T, C)
 
     def attention_weights(self, x):
         """The weights each head's forward applies to its values: (B, nh, T, T)."""
-        q, k, _ = self.heads(x)
+        q, k, _ = self.queries_keys_values(x)
         return causal_attention_weights(q, k)
 
 
@@ -220,11 +216,12 @@ class LanguageModel(nn.Module):
         return logits, language_model_loss(logits, targets)
 
 
-def check_length(idx: torch.Tensor, block_size: int) -> int:
+def check_length(idx: torch.Tensor, block_size: int, start: int = 0) -> int:
+    """idx's length T, if positions start..start+T-1 are positions the model has."""
     T = idx.size(1)
-    if T > block_size:
+    if start + T > block_size:
         raise UserError(
-            f"sequence length {T} exceeds block_size {block_size}: the model has no position "
+            f"sequence length {start + T} exceeds block_size {block_size}: the model has no position "
             f"embedding past {block_size - 1}; crop the context to the last {block_size} tokens"
         )
     return T
@@ -240,7 +237,11 @@ def language_model_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> t
 class CausalSelfAttention(ProjectedAttention):
     """Task 07: task 05's attention with dropout on the attention weights: during training each
     token randomly ignores some of the tokens it would read (Srivastava et al. 2014,
-    https://jmlr.org/papers/v15/srivastava14a.html; placed as in Vaswani et al. 2017)."""
+    https://jmlr.org/papers/v15/srivastava14a.html; placed as in Vaswani et al. 2017).
+
+    Task 08 passes a key/value cache (gpt/kv_cache.py) when it generates: the new tokens' keys and
+    values join the cached ones, and the new queries read them all.
+    """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float):
         super().__init__(n_embd, n_head)
@@ -249,9 +250,12 @@ class CausalSelfAttention(ProjectedAttention):
     def extra_repr(self):
         return f"dropout={self.dropout}"
 
-    def forward(self, x):
-        q, k, v = self.heads(x)  # 3 x (B, nh, T, hs)
-        out = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+    def forward(self, x, cache=None):
+        q, k, v = self.queries_keys_values(x)  # 3 x (B, nh, T, hs)
+        if cache is None:  # training, and the lecture's generate: every position at once
+            out = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        else:  # task 08: the new tokens read the cached ones too
+            out = cache.attend(q, k, v)  # (B, nh, T, hs)
         return self.proj(concat_heads(out))  # (B, T, C)
 
 
@@ -262,8 +266,8 @@ class DropoutBlock(PreLNBlock):
         super().__init__(sa, ffwd, n_embd)
         self.dropout = nn.Dropout(dropout)  # New
 
-    def forward(self, x):
-        x = x + self.dropout(self.sa(self.ln1(x)))
+    def forward(self, x, cache=None):
+        x = x + self.dropout(self.sa(self.ln1(x), cache))
         x = x + self.dropout(self.ffwd(self.ln2(x)))
         return x
 
@@ -272,31 +276,43 @@ class GPT(nn.Module):
     """Task 07: the full GPT of the course: n_layer pre-LN blocks with dropout, a final LayerNorm,
     and the course's initialisation (normal, std 0.02, as GPT-2).
 
-    Takes only plain values, so that a checkpoint can store them and rebuild the same model.
+    mlp is the class of each block's MLP (task 05's by default; task 09 tries others). The model
+    takes only plain values and a class, so that a checkpoint can store them and rebuild it.
     """
 
     def __init__(self, vocab_size: int, block_size: int, n_embd: int, n_head: int, n_layer: int,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, mlp: type = MLP):
         super().__init__()
         self.args = dict(vocab_size=vocab_size, block_size=block_size, n_embd=n_embd, n_head=n_head,
-                         n_layer=n_layer, dropout=dropout)  # what a checkpoint needs to rebuild it
+                         n_layer=n_layer, dropout=dropout, mlp=mlp.__name__)  # what a checkpoint needs to rebuild it
         self.block_size = block_size
         self.token_embedding = nn.Embedding(vocab_size, n_embd)
         self.position_embedding = nn.Embedding(block_size, n_embd)
         self.blocks = nn.Sequential(*[
-            DropoutBlock(CausalSelfAttention(n_embd, n_head, dropout), MLP(n_embd), n_embd, dropout)
+            DropoutBlock(CausalSelfAttention(n_embd, n_head, dropout), mlp(n_embd), n_embd, dropout)
             for _ in range(n_layer)
         ])
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size)
         self.apply(init_weights)
 
-    def forward(self, idx, targets=None):
-        T = check_length(idx, self.block_size)
-        x = self.token_embedding(idx) + self.position_embedding(torch.arange(T, device=idx.device))  # (B, T, C)
-        x = self.blocks(x)  # (B, T, C)
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) -> logits (B, T, V), and the loss if targets are given. With a cache (task 08),
+        idx holds only the new tokens, which come after the cache.length tokens it holds."""
+        start = 0 if cache is None else cache.length
+        T = check_length(idx, self.block_size, start)
+        positions = torch.arange(start, start + T, device=idx.device)
+        x = self.token_embedding(idx) + self.position_embedding(positions)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache.layer(i))  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, C) -> (B, T, V)
+        if cache is not None:
+            cache.advance(T)
         return logits, language_model_loss(logits, targets)
+
+    def new_kv_cache(self, batch: int = 1):
+        """An empty key/value cache for this model (task 08)."""
+        return KVCache.for_model(self, batch)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -309,3 +325,14 @@ def init_weights(module: nn.Module) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """model in eval mode (dropout off) inside the block, and back in the mode it was in after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

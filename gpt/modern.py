@@ -1,18 +1,19 @@
 """Task 09: rotary position embeddings, and other changes from recent papers, each its own class.
 
     Rotary, RotaryAttention   RoPE: queries and keys turned by their position, no position table
+    RotaryGPT                 task 07's GPT with RotaryAttention and no position table
                               (Su et al. 2021, https://arxiv.org/abs/2104.09864)
+    RingKVCache               task 08's cache for a rotary model: a ring that never fills
     ReLUSquaredMLP            the MLP with relu(x)^2 (So et al. 2021, Primer, https://arxiv.org/abs/2109.08668)
     SwiGLU                    a gated MLP (Shazeer 2020, https://arxiv.org/abs/2002.05202)
     tie_weights               the embedding table reused as the output layer
                               (Press & Wolf 2016, https://arxiv.org/abs/1608.05859)
     Muon                      an optimizer that orthogonalises each weight matrix's update
                               (Jordan et al. 2024, https://kellerjordan.github.io/posts/muon/)
-    wsd_schedule              warmup, a long stable phase, then a short decay
-                              (Hu et al. 2024, MiniCPM, https://arxiv.org/abs/2404.06395)
 
-`ModernGPT` composes the ones a run asks for into task 07's GPT; task 09's command line picks them,
-and RESEARCH_LOG.md has the A/B that decided which are on by default.
+The schedules (warmup-stable-decay among them) are in gpt/schedules.py. Task 09's script composes
+these classes as its command line asks; RESEARCH_LOG.md has the A/B and the screens that decided
+which are on by default.
 """
 
 import torch
@@ -20,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserError
-from .model import MLP, CausalSelfAttention, DropoutBlock, causal_attention, causal_attention_weights, check_length
+from .kv_cache import KVCache
+from .model import GPT, MLP, CausalSelfAttention, DropoutBlock, causal_attention, causal_attention_weights, check_length
 from .model import concat_heads, init_weights, language_model_loss
 
 
@@ -71,14 +73,18 @@ class RotaryAttention(CausalSelfAttention):
         super().__init__(n_embd, n_head, dropout)
         self.rotary = Rotary(self.head_size, block_size)  # New
 
-    def forward(self, x):
-        q, k, v = self.heads(x)  # 3 x (B, nh, T, hs)
-        q, k = self.rotary(q), self.rotary(k)  # New: (B, nh, T, hs), turned by position
-        out = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+    def forward(self, x, cache=None):
+        q, k, v = self.queries_keys_values(x)  # 3 x (B, nh, T, hs)
+        start = 0 if cache is None else cache.start  # the position of x's first token
+        q, k = self.rotary(q, start), self.rotary(k, start)  # New: (B, nh, T, hs), turned by position
+        if cache is None:
+            out = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        else:
+            out = cache.attend(q, k, v)  # (B, nh, T, hs)
         return self.proj(concat_heads(out))  # (B, T, C)
 
     def attention_weights(self, x):
-        q, k, _ = self.heads(x)
+        q, k, _ = self.queries_keys_values(x)
         return causal_attention_weights(self.rotary(q), self.rotary(k))
 
 
@@ -110,52 +116,73 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))  # (B, T, C) -> (B, T, H) -> (B, T, C)
 
 
-MLPS = {"relu": MLP, "relu2": ReLUSquaredMLP, "swiglu": SwiGLU}
-POSITIONS = ("rope", "learned")
+MLPS = {"relu": MLP, "relu2": ReLUSquaredMLP, "swiglu": SwiGLU}  # task 09's --mlp
 
 
-class ModernGPT(nn.Module):
-    """Task 09: task 07's GPT with rotary positions instead of the position table, and the other
-    changes a run asks for, each a class of its own: the MLP (MLPS), tied embedding and output weights.
-
-    positions="learned" keeps task 07's table instead of RoPE: the other arm of task 09's A/B.
-    """
+class RotaryGPT(nn.Module):
+    """Task 09: task 07's GPT with rotary positions in every attention layer instead of the position
+    table. mlp is the class of each block's MLP (task 05's MLP, ReLUSquaredMLP or SwiGLU)."""
 
     def __init__(self, vocab_size: int, block_size: int, n_embd: int, n_head: int, n_layer: int,
-                 dropout: float = 0.0, positions: str = "rope", mlp: str = "relu", tie_weights: bool = False):
+                 dropout: float = 0.0, mlp: type = MLP):
         super().__init__()
-        if positions not in POSITIONS:
-            raise UserError(f"unknown positions {positions!r}; choose one of {', '.join(POSITIONS)}")
-        if mlp not in MLPS:
-            raise UserError(f"unknown mlp {mlp!r}; choose one of {', '.join(MLPS)}")
-        self.args = dict(vocab_size=vocab_size, block_size=block_size, n_embd=n_embd, n_head=n_head, n_layer=n_layer,
-                         dropout=dropout, positions=positions, mlp=mlp, tie_weights=tie_weights)
+        self.args = dict(vocab_size=vocab_size, block_size=block_size, n_embd=n_embd, n_head=n_head,
+                         n_layer=n_layer, dropout=dropout, mlp=mlp.__name__)  # what a checkpoint needs to rebuild it
         self.block_size = block_size
-        self.token_embedding = nn.Embedding(vocab_size, n_embd)
-        if positions == "learned":
-            self.position_embedding = nn.Embedding(block_size, n_embd)
-
-        def attention():
-            if positions == "rope":
-                return RotaryAttention(n_embd, n_head, block_size, dropout)
-            return CausalSelfAttention(n_embd, n_head, dropout)
-
-        self.blocks = nn.Sequential(*[DropoutBlock(attention(), MLPS[mlp](n_embd), n_embd, dropout)
-                                      for _ in range(n_layer)])
+        self.token_embedding = nn.Embedding(vocab_size, n_embd)  # New: no position table
+        self.blocks = nn.Sequential(*[
+            DropoutBlock(RotaryAttention(n_embd, n_head, block_size, dropout), mlp(n_embd), n_embd, dropout)
+            for _ in range(n_layer)
+        ])
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size)
         self.apply(init_weights)
-        if tie_weights:
-            self.lm_head.weight = self.token_embedding.weight  # (V, C): one table to read tokens and write them
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) -> logits (B, T, V), and the loss if targets are given; with a cache, idx holds
+        only the new tokens. Positions come in inside attention, so any window length up to
+        block_size is read the same way wherever it starts."""
         T = check_length(idx, self.block_size)
         x = self.token_embedding(idx)  # (B, T, C)
-        if hasattr(self, "position_embedding"):
-            x = x + self.position_embedding(torch.arange(T, device=idx.device))  # the A/B's other arm
-        x = self.blocks(x)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache.layer(i))  # (B, T, C)
         logits = self.lm_head(self.ln_f(x))  # (B, T, C) -> (B, T, V)
+        if cache is not None:
+            cache.advance(T)
         return logits, language_model_loss(logits, targets)
+
+    def new_kv_cache(self, batch: int = 1):
+        """A ring cache: a query-key score depends only on the two tokens' offset, so a cached key is
+        valid wherever the window is, and the window can slide one token at a time, forever."""
+        return RingKVCache.for_model(self, batch)
+
+
+POSITIONS = {"rope": RotaryGPT, "learned": GPT}  # task 09's --positions: learned is task 07's GPT, the A/B's other arm
+
+
+def tie_weights(model: nn.Module) -> nn.Module:
+    """Use model's token embedding table as its output layer too: one (V, C) table to read tokens and
+    write them. The checkpoint records it, so that the model is rebuilt tied."""
+    model.lm_head.weight = model.token_embedding.weight
+    model.args["tie_weights"] = True
+    return model
+
+
+class RingKVCache(KVCache):
+    """Task 08's cache for a rotary model. Position p is kept in slot p % block_size: once the window
+    is full, the newest token's key and value replace those of the token block_size positions before
+    it, and every new token reads a full window, at a constant cost."""
+
+    def full(self) -> bool:
+        return False  # a ring never fills
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if k.size(2) > 1 or self.length < self.block_size:  # a prompt, or a window not yet full
+            return super().store(layer, k, v)
+        slot = self.length % self.block_size
+        self.k[layer, :, :, slot:slot + 1] = k
+        self.v[layer, :, :, slot:slot + 1] = v
+        return self.k[layer], self.v[layer]  # (B, nh, block_size, hs), in slot order: one query reads them all
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -229,15 +256,3 @@ def muon_optimizer(model: nn.Module, learning_rate: float, muon_lr: float, weigh
     for group in muon.param_groups:
         group["lr_scale"] = muon_lr / learning_rate
     return Optimizers(muon, make_optimizer(others, learning_rate, weight_decay))
-
-
-def wsd_schedule(peak: float, min_lr: float, warmup: float, decay: float):
-    """Warmup-stable-decay: linear warmup over the first `warmup` fraction of the run, the peak rate
-    until the last `decay` fraction, then a linear decay to min_lr: lr for a progress in [0, 1]."""
-    def lr_at(progress: float) -> float:
-        if progress < warmup:
-            return peak * (progress + 1e-9) / warmup
-        if progress < 1 - decay:
-            return peak
-        return peak - (peak - min_lr) * min(1.0, (progress - (1 - decay)) / decay)
-    return lr_at

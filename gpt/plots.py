@@ -3,6 +3,8 @@ needed), as PNG files beside the run's history."""
 
 import torch
 
+from .model import eval_mode
+
 # A line of Shakespeare from the validation split (the model never trained on it), for attention maps.
 ATTENTION_TEXT = "BAPTISTA:\nGood morrow, neighbour Gremio."
 
@@ -70,30 +72,28 @@ def attention_maps(model, idx: torch.Tensor) -> list[torch.Tensor]:
     token at t reads from each token before it, computed with the model's own weights as it runs when
     t is the newest token of its window: a text longer than block_size is read in sliding windows, so
     row t covers at most the block_size tokens up to t."""
-    was_training = model.training
-    model.eval()
     layers = attention_modules(model)
     inputs = {}
     hooks = [m.register_forward_hook(lambda m, args, out, name=name: inputs.__setitem__(name, args[0]))
              for name, m in layers]
     T, bs = idx.size(1), model.block_size
     maps = None
-    try:
-        for end in range(min(T, bs), T + 1):
-            model(idx[:, end - min(T, bs):end])  # one window; the hooks keep each layer's input
-            for i, (name, m) in enumerate(layers):
-                w = m.attention_weights(inputs[name])[0]  # (nh, W, W)
-                if maps is None:
-                    maps = [torch.zeros(w.size(0), T, T) for _ in layers]
-                W = w.size(-1)
-                if end == min(T, bs):  # the first window: every row of it
-                    maps[i][:, :W, :W] = w
-                else:  # a later window: its last row only, placed at its columns
-                    maps[i][:, end - 1, end - W:end] = w[:, -1]
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            for end in range(min(T, bs), T + 1):
+                model(idx[:, end - min(T, bs):end])  # one window; the hooks keep each layer's input
+                for i, (name, m) in enumerate(layers):
+                    w = m.attention_weights(inputs[name])[0]  # (nh, W, W)
+                    if maps is None:
+                        maps = [torch.zeros(w.size(0), T, T) for _ in layers]
+                    W = w.size(-1)
+                    if end == min(T, bs):  # the first window: every row of it
+                        maps[i][:, :W, :W] = w
+                    else:  # a later window: its last row only, placed at its columns
+                        maps[i][:, end - 1, end - W:end] = w[:, -1]
+        finally:
+            for h in hooks:
+                h.remove()
     return maps
 
 
@@ -109,7 +109,10 @@ def plot_attention(maps: list[torch.Tensor], tokens: list[str], path, title: str
     """One panel per layer and head: the attention weights, the tokens labelled on both axes
     (row: the token reading; column: the token read). The panels share the width of a screen, and
     the labels are as large as one token's cell allows: a character written upright is narrower than
-    it is tall, so the bottom row's can be larger than the left column's. Returns the figure (closed)."""
+    it is tall, so the bottom row's can be larger than the left column's. Returns the figure (closed).
+
+    Longer than the other functions here: one figure's layout, whose sizes depend on each other
+    (panel size, label size, margins), reads best in one place."""
     import textwrap
 
     from .files import atomic_write

@@ -7,6 +7,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BANDS = ROOT / "assets" / "bands.json"
 
+# Every step of the course, and its script.
+SCRIPTS = {"task00": "task00_bigram.py", **{f"task0{i}": f"task0{i}.py" for i in range(1, 8)},
+           "task08": "task08_infinite.py", "task09": "task09_rope.py"}
+TRAINED = tuple(task for task in SCRIPTS if task != "task08")  # task 08 streams from task 07's or 09's model
+LECTURE_SIZED = TRAINED[:7]  # tasks 00-06: seconds to a minute on a CPU, the course's own settings
+SAVES_CHECKPOINTS = ("task07", "task09")
+
+
+def script(task: str) -> str:
+    return SCRIPTS[task]
+
 # The val loss the course printed for each task, and the epoch it printed it at (the course reported
 # tasks 01-05 at epoch 4500 and tasks 06-07 at the last evaluation, epoch 4999).
 COURSE = {

@@ -29,23 +29,17 @@ import time
 from pathlib import Path
 
 from .files import atomic_write
-from .reference import BANDS, COURSE, COURSE_NOTES, ROOT
+from .reference import BANDS, COURSE, COURSE_NOTES, LECTURE_SIZED, ROOT, SAVES_CHECKPOINTS, script
+from .reference import TRAINED as TASKS
 
-TASKS = ("task00", "task01", "task02", "task03", "task04", "task05", "task06", "task07", "task09")
-SCRIPTS = {"task00": "task00_bigram.py", "task09": "task09_rope.py"}
-LONG = ("task07", "task09")  # they save checkpoints; the report's runs must not replace the user's
 SEEDS = (1337, 1338, 1339)
 RUNS = ROOT / "runs" / "seeds"
 FIGURE = ROOT / "assets" / "course.png"
 
 
-def script(task: str) -> str:
-    return SCRIPTS.get(task, f"{task}.py")
-
-
 def command(task: str, seed: int) -> list[str]:
     cmd = [sys.executable, script(task), "--seed", str(seed), "--runs", str(RUNS / str(seed))]
-    return cmd + (["--checkpoint", ""] if task in LONG else [])
+    return cmd + (["--checkpoint", ""] if task in SAVES_CHECKPOINTS else [])  # never replace the user's models
 
 
 def train(tasks, seeds) -> None:
@@ -196,7 +190,7 @@ def main(argv=None) -> int:
                                                        f"measured, else {RUNS / 'course.png'})")
     args = parser.parse_args(argv)
     if args.train:
-        train(args.tasks or TASKS[:7], args.seeds)
+        train(args.tasks or LECTURE_SIZED, args.seeds)
     runs = collect(TASKS)
     if not runs:
         print(f"no runs under {RUNS}: run python -m gpt.report --train first", file=sys.stderr)

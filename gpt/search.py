@@ -6,34 +6,33 @@ Trials run one after the other in this process, so that they never compete for t
 """
 
 import csv
-import dataclasses
 import io
 import itertools
 import time
 
 from .config import GPTConfig
 from .files import atomic_write
-from .run import train_and_report
+from .model import count_parameters
 
-KNOBS = ("batch_size", "block_size", "learning_rate", "min_lr", "warmup", "n_embd", "n_head", "n_layer", "dropout",
-         "weight_decay", "max_iters")  # task 07's own lesson: what a trial may change
+SEARCHABLE = ("batch_size", "block_size", "learning_rate", "min_lr", "warmup", "n_embd", "n_head", "n_layer", "dropout",
+              "weight_decay", "max_iters")  # task 07's own lesson: what a trial may change, the flags that take several values
 EVALUATION = ("eval_interval", "eval_iters")  # not part of the lesson, but they decide which batches the final evaluation draws
-COLUMNS = ["trial", "seed", *KNOBS, *EVALUATION, "parameters", "seconds", "train_loss", "val_loss", "full_val_loss"]
+COLUMNS = ["trial", "seed", *SEARCHABLE, *EVALUATION, "parameters", "seconds", "train_loss", "val_loss", "full_val_loss"]
 
 
-def command_line(script: str, preset: str, point: dict, seed: int) -> str:
+def command_line(command: str, point: dict, seed: int) -> str:
     """The command that runs this trial again."""
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in point.items())
-    return f"python {script} --preset {preset} {flags} --seed {seed}".replace("  ", " ")
+    return f"{command} {flags} --seed {seed}".replace("  ", " ")
 
 
-def run_trial(task: str, build_model, base: GPTConfig, point: dict, trial: int, log=print) -> dict:
-    cfg = dataclasses.replace(base, **point, checkpoint="", runs="", sample_tokens=0)
+def run_trial(train_one, cfg: GPTConfig, point: dict, trial: int, log=print) -> dict:
+    """train_one(cfg) -> the run's result (task 07's train_gpt, quiet); the row of the trial's table."""
     start = time.perf_counter()
-    result = train_and_report(task, cfg, build_model, log=lambda *_: None, progress=False)
+    result = train_one(cfg)
     final = result["history"][-1]
-    row = {"trial": trial, "seed": cfg.seed, **{k: getattr(cfg, k) for k in (*KNOBS, *EVALUATION)},
-           "parameters": sum(p.numel() for p in result["model"].parameters()),
+    row = {"trial": trial, "seed": cfg.seed, **{k: getattr(cfg, k) for k in (*SEARCHABLE, *EVALUATION)},
+           "parameters": count_parameters(result["model"]),
            "seconds": round(time.perf_counter() - start, 1), "train_loss": round(final["train"], 4),
            "val_loss": round(final["val"], 4), "full_val_loss": round(result["measures"]["loss"], 4)}
     log(f"trial {trial}: val {row['val_loss']:.4f} (whole split {row['full_val_loss']:.4f}) after "
@@ -56,19 +55,18 @@ def write_csv(rows: list[dict], path) -> None:
         f.write(buf.getvalue())
 
 
-def run_trials(task: str, build_model, base: GPTConfig, points: list[dict], out_csv, script: str, preset: str,
-               log=print) -> list[dict]:
-    """Each point (a dict of settings) in turn; the CSV is rewritten after every trial, sorted by val
-    loss; at the end the table, and the best trial's command line."""
+def run_trials(train_one, trials: list, points: list[dict], out_csv, command: str, log=print) -> list[dict]:
+    """Each trial's config (the base with its point's settings) in turn, through train_one; the CSV is
+    rewritten after every trial, sorted by val loss; at the end the table, and the best trial's command."""
     rows = []
-    for i, point in enumerate(points):
-        log(f"trial {i} of {len(points)}: {command_line(script, preset, point, base.seed)}")
-        rows.append(run_trial(task, build_model, base, point, i, log))
+    for i, (cfg, point) in enumerate(zip(trials, points)):
+        log(f"trial {i} of {len(points)}: {command_line(command, point, cfg.seed)}")
+        rows.append(run_trial(train_one, cfg, point, i, log))
         write_csv(sorted(rows, key=lambda r: r["val_loss"]), out_csv)
     rows.sort(key=lambda r: r["val_loss"])
     best = rows[0]
     log("\n" + format_table(rows))
-    log(f"wrote {out_csv}\nbest: {command_line(script, preset, points[best['trial']], best['seed'])}")
+    log(f"wrote {out_csv}\nbest: {command_line(command, points[best['trial']], best['seed'])}")
     return rows
 
 

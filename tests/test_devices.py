@@ -23,10 +23,10 @@ from gpt.config import GPTConfig, ModernGPTConfig
 from gpt.device import Precision, choose_precision, to_device
 from gpt.errors import UserError
 from gpt.generate import stream
-from gpt.kv_cache import KVCache, forward_cached
 from gpt.presets import TASK07, choose_preset
-from gpt.run import how_long, restore_state, save_state, train_and_report
-from gpt.train import seconds_per_step
+from gpt.exits import friendly_errors
+from gpt.run import how_long
+from gpt.train import TrainingState, seconds_per_step
 
 import task05
 import task07
@@ -83,7 +83,7 @@ def test_a_whole_task_runs_on_an_accelerator_without_float64(tmp_path, small_tex
 def test_task07_and_task09_run_whole_on_an_accelerator(tmp_path, small_text_file, monkeypatch, task, cls):
     cfg = tiny(tmp_path, small_text_file, cls)
     with emulated_mps(monkeypatch):
-        result = train_and_report(task.__name__, cfg, task.build_model, log=quiet, progress=False)
+        result = task.train_gpt(cfg, log=quiet, progress=False)
     assert isinstance(next(result["model"].parameters()), OnDevice)
     assert result["history"][-1]["final"] and 0 < result["measures"]["loss"] < 10
 
@@ -93,7 +93,7 @@ def test_task08_streams_on_an_accelerator_past_the_window(tmp_path, small_text_f
     """A checkpoint trained on the CPU, streamed on the device for three windows (the learned window's
     restart, RoPE's ring and its angles past the table all run there)."""
     cfg = tiny(tmp_path, small_text_file, cls, device="cpu", checkpoint=str(tmp_path / "model.pt"), runs="")
-    train_and_report(task.__name__, cfg, task.build_model, log=quiet, progress=False)
+    task.train_gpt(cfg, log=quiet, progress=False)
     capsys.readouterr()
     with emulated_mps(monkeypatch):
         assert task08_infinite.main(["--checkpoint", cfg.checkpoint, "--max-new-tokens", "50"]) == 0
@@ -114,7 +114,8 @@ def pretend_cuda(monkeypatch, name: str, capability: tuple[int, int]):
 def test_a_gpu_without_bf16_in_hardware_trains_in_fp16_with_a_gradient_scaler(monkeypatch):
     pretend_cuda(monkeypatch, "Tesla T4", (7, 5))  # is_bf16_supported() says True: emulated
     p = choose_precision("cuda")
-    assert p.name == "fp16" and "no bf16" in p.why and isinstance(p.grad_scaler(), torch.amp.GradScaler)
+    scaler = p.grad_scaler()  # every precision has one now; only fp16's is switched on
+    assert p.name == "fp16" and "no bf16" in p.why and isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled()
     with pytest.raises(UserError, match="no bf16 in hardware"):
         choose_precision("cuda", "bf16")
 
@@ -122,7 +123,7 @@ def test_a_gpu_without_bf16_in_hardware_trains_in_fp16_with_a_gradient_scaler(mo
 def test_ampere_and_later_train_in_bf16_without_a_scaler(monkeypatch):
     pretend_cuda(monkeypatch, "NVIDIA A100-SXM4-40GB", (8, 0))
     p = choose_precision("cuda")
-    assert p.name == "bf16" and p.dtype == torch.bfloat16 and p.grad_scaler() is None
+    assert p.name == "bf16" and p.dtype == torch.bfloat16 and not p.grad_scaler().is_enabled()
 
 
 def test_mps_and_cpu_run_fp32_unless_asked():
@@ -135,8 +136,7 @@ def test_mps_and_cpu_run_fp32_unless_asked():
 
 def test_the_precision_flag_reaches_the_run_and_is_printed(tmp_path, small_text_file):
     lines = []
-    train_and_report("task07", tiny(tmp_path, small_text_file, precision="bf16", device="cpu"), task07.build_model,
-                     log=lines.append, progress=False)
+    task07.train_gpt(tiny(tmp_path, small_text_file, precision="bf16", device="cpu"), log=lines.append, progress=False)
     assert any(line.startswith("device: cpu (") and "precision: bf16 (asked for with --precision)" in line
                for line in lines), lines[:3]
 
@@ -146,10 +146,12 @@ def test_fp16_with_a_gradient_scaler_trains_and_its_scale_is_checkpointed(tmp_pa
     continues with the scale the checkpoint holds."""
     scaled = []
     real_scale = torch.amp.GradScaler.scale
-    monkeypatch.setattr(torch.amp.GradScaler, "scale", lambda self, loss: scaled.append(1) or real_scale(self, loss))
+    # every run has a scaler now (switched off unless fp16): what counts is that an enabled one scaled each loss
+    monkeypatch.setattr(torch.amp.GradScaler, "scale",
+                        lambda self, loss: scaled.append(self.is_enabled()) or real_scale(self, loss))
     cfg = tiny(tmp_path, small_text_file, precision="fp16", device="cpu", checkpoint=str(tmp_path / "m.pt"))
-    result = train_and_report("task07", cfg, task07.build_model, log=quiet, progress=False)
-    assert len(scaled) == cfg.max_iters
+    result = task07.train_gpt(cfg, log=quiet, progress=False)
+    assert scaled == [True] * cfg.max_iters
     assert all(torch.isfinite(torch.tensor([r["train"], r["val"]])).all() for r in result["history"])
     assert load_checkpoint(cfg.checkpoint)["state"]["scaler"]["scale"] > 0
 
@@ -163,14 +165,14 @@ def test_bf16_autocast_runs_through_task09s_model_its_cached_stream_and_the_meas
     real = gpt.run.measure_val
     monkeypatch.setattr(gpt.run, "measure_val", lambda *a, **k: measured.append(
         torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")) or real(*a, **k))
-    result = train_and_report("task09", cfg, task09_rope.build_model, log=quiet, progress=False)
+    result = task09_rope.train_gpt(cfg, log=quiet, progress=False)
     assert measured == [torch.bfloat16], "the measures run in the precision the table's evaluations ran in"
     model = result["model"].eval()
     tokens = torch.randint(model.token_embedding.num_embeddings, (1, 12))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         full, _ = model(tokens)
-        cache = KVCache.for_model(model)
-        cached = torch.cat([forward_cached(model, tokens[:, :5], cache), forward_cached(model, tokens[:, 5:], cache)], 1)
+        cache = model.new_kv_cache()
+        cached = torch.cat([model(tokens[:, :5], cache=cache)[0], model(tokens[:, 5:], cache=cache)[0]], 1)
         streamed = list(itertools.islice(stream(model, tokens[0].tolist(), lambda logits: 0), 40))
     assert full.dtype == torch.bfloat16 and (cached.float() - full.float()).abs().max() < 0.1
     assert streamed == [0] * 40
@@ -184,8 +186,7 @@ def test_without_the_fix_the_measures_would_not_run_in_the_tables_precision(tmp_
     real = gpt.run.measure_val
     monkeypatch.setattr(gpt.run, "measure_val", lambda *a, **k: measured.append(torch.is_autocast_enabled("cpu"))
                         or real(*a, **k))
-    train_and_report("task07", tiny(tmp_path, small_text_file, device="cpu", runs=""), task07.build_model, log=quiet,
-                     progress=False)
+    task07.train_gpt(tiny(tmp_path, small_text_file, device="cpu", runs=""), log=quiet, progress=False)
     assert measured == [False]
 
 
@@ -193,23 +194,23 @@ def test_without_the_fix_the_measures_would_not_run_in_the_tables_precision(tmp_
 
 def test_a_checkpoint_holds_the_devices_random_state_and_resume_restores_it(monkeypatch):
     """Dropout on a GPU draws from the GPU's generator: without its state, a resumed run would repeat
-    the dropout masks of the run's start (setup() reseeds every device)."""
+    the dropout masks of the run's start (seed_and_pick_device() reseeds every device)."""
     device_state = {"now": torch.tensor([1, 2, 3], dtype=torch.uint8)}
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: device_state["now"].clone())
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, *a: device_state.update(now=s.clone()))
-    state = {"iter": 8, "time": 1.0, "generators": {"batch": torch.Generator()}, "scaler": None}
-    saved = save_state(state, "cuda")
+    state = TrainingState(0)
+    state.iter, state.seconds = 8, 1.0
+    saved = state.state_dict("cuda")
     device_state["now"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # what reseeding at start-up leaves
-    restore_state(saved, "cuda")
+    assert TrainingState(0).load_state_dict(saved, "cuda") is None
     assert device_state["now"].tolist() == [1, 2, 3]
 
 
 def test_resuming_on_another_device_says_its_draws_differ(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: torch.zeros(4, dtype=torch.uint8))
-    saved = save_state({"iter": 8, "time": 1.0, "generators": {}, "scaler": None}, "cuda")
-    lines = []
-    restore_state(saved, "cpu", lines.append)
-    assert lines and "saved on cuda and resumes on cpu" in lines[0]
+    saved = TrainingState(0).state_dict("cuda")
+    note = TrainingState(0).load_state_dict(saved, "cpu")
+    assert note and "saved on cuda and resumes on cpu" in note
 
 
 def test_batches_reach_a_cuda_device_through_pinned_memory(monkeypatch):
@@ -227,7 +228,7 @@ def test_the_training_loop_moves_every_batch_with_to_device(tmp_path, small_text
     real = gpt.train.to_device
     monkeypatch.setattr(gpt.train, "to_device", lambda t, device: moved.append((device, tuple(t.shape))) or real(t, device))
     cfg = tiny(tmp_path, small_text_file, device="cpu", runs="")
-    train_and_report("task07", cfg, task07.build_model, log=quiet, progress=False)
+    task07.train_gpt(cfg, log=quiet, progress=False)
     assert moved.count(("cpu", (cfg.batch_size, cfg.block_size))) == 2 * cfg.max_iters  # x and y of every step
 
 
@@ -254,7 +255,7 @@ def test_timing_a_step_touches_neither_the_model_nor_the_random_state():
     model = task07.build_model(dataclasses.replace(TASK07["cpu"], n_layer=1), 65)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    assert seconds_per_step(model, 4, 16, 65, "cpu") > 0
+    assert seconds_per_step(model, 4, 16, 65) > 0  # on the model's device (the CPU)
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
 
@@ -306,17 +307,16 @@ ACCELERATORS = [
 def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_file, capsys, device):
     """In fp32, so that only the GPU's non-deterministic kernels (not bf16 rounding) separate the two runs."""
     settings = dict(device=device, max_iters=12, eval_interval=4, precision="fp32")
-    whole = train_and_report("task07", tiny(tmp_path, small_text_file, **settings), task07.build_model, log=quiet,
-                             progress=False)
+    whole = task07.train_gpt(tiny(tmp_path, small_text_file, **settings), log=quiet, progress=False)
     cfg = tiny(tmp_path, small_text_file, **settings, checkpoint=str(tmp_path / "t07.pt"))
 
     def stop_at_8(line):
         if line.startswith("Epoch 8:"):
             raise KeyboardInterrupt
 
-    with pytest.raises(SystemExit):
-        train_and_report("task07", cfg, task07.build_model, log=stop_at_8, progress=False)
-    resumed = train_and_report("task07", cfg, task07.build_model, resume=True, log=quiet, progress=False)
+    with pytest.raises(SystemExit), friendly_errors(checkpoint=cfg.checkpoint):  # as task07.main runs it
+        task07.train_gpt(cfg, log=stop_at_8, progress=False)
+    resumed = task07.train_gpt(cfg, resume_run=True, log=quiet, progress=False)
     assert [r["val"] for r in resumed["history"]] == pytest.approx([r["val"] for r in whole["history"]], abs=1e-3)
     capsys.readouterr()
     assert task08_infinite.main(["--checkpoint", cfg.checkpoint, "--device", device, "--max-new-tokens", "50"]) == 0
@@ -326,7 +326,7 @@ def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_f
 @pytest.mark.device
 @pytest.mark.parametrize("device", ACCELERATORS)
 def test_device_task09_trains_and_measures(tmp_path, small_text_file, device):
-    result = train_and_report("task09", tiny(tmp_path, small_text_file, ModernGPTConfig, device=device),
-                              task09_rope.build_model, log=quiet, progress=False)
+    result = task09_rope.train_gpt(tiny(tmp_path, small_text_file, ModernGPTConfig, device=device), log=quiet,
+                                   progress=False)
     assert result["device"] == device and next(result["model"].parameters()).device.type == device
     assert result["history"][-1]["final"] and 0 < result["measures"]["loss"] < 10

@@ -23,7 +23,8 @@ from gpt.checkpoint import load_checkpoint
 from gpt.config import GPTConfig
 from gpt.errors import Terminated, UserError
 from gpt.interrupts import signals_held
-from gpt.run import check_model, friendly_errors, train_and_report
+from gpt.exits import friendly_errors
+from gpt.run import check_model
 
 import task07
 import task08_infinite
@@ -74,8 +75,7 @@ def text(tmp_path_factory):
 def saved(tmp_path_factory, text):
     """A checkpoint of task 07's tiny run, trained to iteration 2."""
     path = tmp_path_factory.mktemp("saved") / "task07.pt"
-    train_and_report("task07", tiny_cfg(text, checkpoint=str(path)), task07.build_model, log=lambda *_: None,
-                     progress=False)
+    task07.train_gpt(tiny_cfg(text, checkpoint=str(path)), log=lambda *_: None, progress=False)
     return path
 
 
@@ -153,7 +153,7 @@ def no_training(*args, **kwargs):
 
 
 def test_compare_refuses_an_arm_the_model_cant_make_before_any_training(monkeypatch, capsys):
-    monkeypatch.setattr(task09_rope, "train_and_report", no_training)
+    monkeypatch.setattr(task09_rope, "train_gpt", no_training)
     with pytest.raises(SystemExit) as exit_info:
         task09_rope.main(["--compare", "n_head=3"])
     assert exit_info.value.code == 2
@@ -174,7 +174,7 @@ def test_a_grid_refuses_a_trial_the_model_cant_make_before_the_first_trial(monke
     ("tie_weights=maybe", "tie_weights is true or false (got maybe)"),
 ])
 def test_compare_refuses_an_arm_b_that_is_a_or_a_value_that_isnt_one(change, message, monkeypatch, capsys):
-    monkeypatch.setattr(task09_rope, "train_and_report", no_training)
+    monkeypatch.setattr(task09_rope, "train_gpt", no_training)
     with pytest.raises(SystemExit) as exit_info:
         task09_rope.main(["--compare", change])
     assert exit_info.value.code == 2
@@ -236,10 +236,10 @@ def test_sigterm_in_the_middle_of_a_save_leaves_the_old_checkpoint_and_no_tempor
 
 
 def test_ctrl_c_during_a_save_names_the_iteration_the_checkpoint_really_holds(tmp_path, text, monkeypatch, capsys):
-    from gpt import run
+    from gpt import checkpoint
 
     saves = []
-    real_save = run.save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
     def save_then_interrupt(path, payload):
         saves.append(payload["state"]["iter"])
@@ -247,12 +247,12 @@ def test_ctrl_c_during_a_save_names_the_iteration_the_checkpoint_really_holds(tm
             raise KeyboardInterrupt
         real_save(path, payload)
 
-    monkeypatch.setattr(run, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_interrupt)  # what SaveCheckpoints calls
     ckpt = tmp_path / "task07.pt"
     with pytest.raises(SystemExit) as exit_info:
-        train_and_report("task07", tiny_cfg(text, checkpoint=str(ckpt)), task07.build_model, log=lambda *_: None,
-                         progress=False)
+        task07.main(tiny(text, "--checkpoint", str(ckpt)))
     assert exit_info.value.code == 130
+    assert saves == [0, 1, 2], "the interrupt came in the third save, at iteration 2"
     assert f"interrupted: the model as of iteration 1 is in {ckpt}" in capsys.readouterr().err
     assert load_checkpoint(ckpt)["state"]["iter"] == 1
 
@@ -291,9 +291,8 @@ def test_a_closed_pipe_during_training_says_what_the_checkpoint_holds(tmp_path, 
             raise BrokenPipeError
 
     ckpt = tmp_path / "task07.pt"
-    with pytest.raises(SystemExit) as exit_info:
-        train_and_report("task07", tiny_cfg(text, checkpoint=str(ckpt)), task07.build_model, log=reader_gone_at_epoch_1,
-                         progress=False)
+    with pytest.raises(SystemExit) as exit_info, friendly_errors(checkpoint=str(ckpt)):  # as task07.main runs it
+        task07.train_gpt(tiny_cfg(text, checkpoint=str(ckpt)), log=reader_gone_at_epoch_1, progress=False)
     assert exit_info.value.code == 0
     assert f"closed it: the model as of iteration 1 is in {ckpt}; continue with --resume" in capsys.readouterr().err
 
@@ -352,10 +351,10 @@ def test_a_checkpoint_path_naming_a_folder_or_a_users_file_is_not_said_to_hold_a
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
     with pytest.raises(UserError) as folder:
-        train_and_report("task07", tiny_cfg(text, checkpoint=str(tmp_path)), task07.build_model)
+        task07.train_gpt(tiny_cfg(text, checkpoint=str(tmp_path)))
     assert "is a folder, not a file" in str(folder.value) and "already holds" not in str(folder.value)
     with pytest.raises(UserError) as users_file:
-        train_and_report("task07", tiny_cfg(text, checkpoint=str(notes)), task07.build_model)
+        task07.train_gpt(tiny_cfg(text, checkpoint=str(notes)))
     message = str(users_file.value)
     assert "already holds a model" not in message and "is not a readable checkpoint" in message, message
     assert "This run would replace it" in message and "--overwrite" in message
@@ -369,7 +368,7 @@ def test_an_output_path_under_a_regular_file_is_refused_before_anything_runs(tmp
     value = str(afile / "sub" / "task07.pt")
     cfg = tiny_cfg(tmp_path / "no data here.txt", **{"checkpoint": "", setting: value})
     with pytest.raises(UserError) as error:  # before the data is read: that would fail too
-        train_and_report("task07", cfg, task07.build_model)
+        task07.train_gpt(cfg)
     assert str(error.value) == (f"{flag} {value}: {afile} is a file, not a folder, so nothing can be saved under "
                                 f"it; choose another path")
 
@@ -427,7 +426,7 @@ def test_every_task_script_imports_gpt_before_torch():
 
 CUT_IN_HALF = """
 import os, signal
-from gpt.run import friendly_errors
+from gpt.exits import friendly_errors
 
 def an_import_that_ctrl_c_cuts_in_half():  # as numpy's lazy imports do: the KeyboardInterrupt is lost
     try:

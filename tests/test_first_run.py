@@ -20,7 +20,7 @@ from gpt.checkpoint import model_payload, save_checkpoint
 from gpt.config import GPTConfig
 from gpt.model import GPT
 from gpt.reference import COURSE
-from gpt.run import train_and_report
+from gpt.exits import friendly_errors
 from gpt.tokenizer import CharTokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -95,15 +95,15 @@ def test_a_run_that_replaces_another_runs_files_says_so_and_a_resumed_run_does_n
         if line.startswith("Epoch 4:"):
             raise KeyboardInterrupt
 
-    with pytest.raises(SystemExit):
-        train_and_report("task07", cfg, task07.build_model, log=stop_at_4, progress=False)
+    with pytest.raises(SystemExit), friendly_errors(checkpoint=cfg.checkpoint):  # as task07.main runs it
+        task07.train_gpt(cfg, log=stop_at_4, progress=False)
     resumed = []
-    train_and_report("task07", cfg, task07.build_model, resume=True, log=resumed.append, progress=False)
+    task07.train_gpt(cfg, resume_run=True, log=resumed.append, progress=False)
     assert not any(notice in line for line in resumed), "a resumed run carries on its own files"
     with open(tmp_path / "runs" / "task07" / "history.csv", newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)][:3] == ["0", "2", "4"]
     again = []
-    train_and_report("task07", cfg, task07.build_model, overwrite=True, log=again.append, progress=False)
+    task07.train_gpt(cfg, overwrite=True, log=again.append, progress=False)
     assert sum(notice in line for line in again) == 1, again
 
 
@@ -117,6 +117,17 @@ def test_a_short_bpe_run_samples_and_streams_no_replacement_character(tmp_path, 
                                 out=out) == 0
     stream = out.getvalue()
     assert len(stream) > 1500 and "\ufffd" not in stream
+
+
+def test_the_default_text_is_found_from_another_working_folder(tmp_path):
+    """--data's default, data/input.txt, is the repository's Tiny Shakespeare wherever the script is run
+    from (not a data/input.txt under the working folder, which would be downloaded)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "task01.py"), "--max-iters", "1", "--eval-interval", "1",
+                           "--eval-iters", "1", "--runs", "", "--sample-tokens", "5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith("Epoch 0: avg train loss") for line in proc.stdout.splitlines()), proc.stdout
+    assert list(tmp_path.iterdir()) == [], "nothing was downloaded or written into the working folder"
 
 
 def test_a_bpe_tokenizer_saved_with_all_256_bytes_still_loads_and_encodes_any_text():

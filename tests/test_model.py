@@ -10,6 +10,7 @@ from gpt.errors import UserError
 from gpt.model import (GPT, MLP, AttentionHead, Bigram, Block, CausalSelfAttention, DropoutBlock, FeedForward,
                        LanguageModel, MultiHeadAttention, PreLNBlock, ProjectedAttention, ResidualBlock,
                        causal_attention, causal_attention_weights)
+from gpt.modern import RotaryGPT
 
 B, T, C, NH, V = 3, 8, 32, 4, 65
 
@@ -101,7 +102,7 @@ def test_attention_weights_are_what_the_forward_applies(make):
         v = attn.value(x).unsqueeze(1)  # (B, 1, T, hs)
         expected = (w @ v).squeeze(1)
     else:
-        v = attn.heads(x)[2]  # (B, nh, T, hs)
+        v = attn.queries_keys_values(x)[2]  # (B, nh, T, hs)
         expected = (w @ v).transpose(1, 2).reshape(B, T, C)
     assert (attn(x) - expected).abs().max().item() < 1e-5
 
@@ -241,9 +242,37 @@ def test_each_task_model_holds_only_its_own_parts(task):
         assert "LayerNorm" not in text
 
 
-def test_the_attention_of_tasks_01_to_07_knows_nothing_of_rope_or_caches():
-    for cls in (AttentionHead, MultiHeadAttention, ProjectedAttention, CausalSelfAttention, GPT):
+def test_the_attention_of_tasks_01_to_07_knows_nothing_of_rope_and_only_task_07s_takes_a_cache():
+    """Tasks 01-06 know nothing of rope or caches; task 07's attention and GPT know nothing of rope, and
+    take task 08's key/value cache as an argument of their forward, holding none themselves."""
+    for cls in (AttentionHead, MultiHeadAttention, ProjectedAttention):
         source = inspect.getsource(cls).lower()
         assert not any(word in source for word in ("rope", "rotary", "cache", "start")), cls.__name__
+    for cls in (CausalSelfAttention, DropoutBlock, GPT):
+        source = inspect.getsource(cls).lower()
+        assert not any(word in source for word in ("rope", "rotary")), cls.__name__
+        assert inspect.signature(cls.forward).parameters["cache"].default is None, cls.__name__
     attn = CausalSelfAttention(C, NH, 0.0)
     assert not any("rope" in k or "cache" in k for k in [*attn.state_dict(), *vars(attn)])
+    model = GPT(V, T, C, NH, 1)
+    assert not any("rope" in k or "rotary" in k or "cache" in k for k in [*model.state_dict(), *vars(model)])
+
+
+@pytest.mark.parametrize("cls", [GPT, RotaryGPT])
+def test_logits_through_a_kv_cache_token_by_token_equal_the_prompt_at_once(cls):
+    """Task 08's cache, passed to the model's own forward: the prompt fed one token at a time into an
+    empty cache gives, at every position, the logits of the whole prompt run at once."""
+    torch.manual_seed(0)
+    model = cls(V, T, C, NH, 2, dropout=0.1).eval()
+    with torch.no_grad():  # away from the tiny initialisation, so that the tokens and positions matter
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    idx = torch.randint(V, (1, T))
+    with torch.no_grad():
+        at_once, _ = model(idx)
+        cache = model.new_kv_cache()
+        one_by_one = torch.cat([model(idx[:, t:t + 1], cache=cache)[0] for t in range(T)], dim=1)
+    assert cache.length == T
+    diff = (one_by_one - at_once).abs().max().item()
+    assert diff < 1e-5, f"max difference {diff}"
+    assert at_once[0, 1:].sub(at_once[0, :1]).abs().max() > 1e-2, "each position's logits differ: the test sees them"

@@ -1,10 +1,13 @@
+import dataclasses
+
 import pytest
 import torch
 
+from gpt.config import ModernGPTConfig
 from gpt.errors import UserError
-from gpt.model import MLP
-from gpt.modern import (ModernGPT, Muon, ReLUSquaredMLP, Rotary, RotaryAttention, SwiGLU, apply_rope, muon_optimizer,
-                        orthogonalize, rope_angles)
+from gpt.model import GPT, MLP
+from gpt.modern import (MLPS, POSITIONS, Muon, ReLUSquaredMLP, Rotary, RotaryAttention, RotaryGPT, SwiGLU, apply_rope,
+                        muon_optimizer, orthogonalize, rope_angles, tie_weights)
 
 HS, T = 16, 32
 
@@ -38,7 +41,7 @@ def test_rotary_attention_weights_are_what_its_forward_applies():
     attn = RotaryAttention(32, 2, T, dropout=0.0)
     x = torch.randn(2, T, 32)
     w = attn.attention_weights(x)
-    v = attn.heads(x)[2]
+    v = attn.queries_keys_values(x)[2]
     expected = attn.proj((w @ v).transpose(1, 2).reshape(2, T, 32))
     assert (attn(x) - expected).abs().max().item() < 1e-5
     assert torch.allclose(w.sum(-1), torch.ones(2, 2, T), atol=1e-5) and torch.all(w.triu(1) == 0)
@@ -46,7 +49,7 @@ def test_rotary_attention_weights_are_what_its_forward_applies():
 
 def test_rope_model_is_causal_and_has_no_position_table():
     torch.manual_seed(0)
-    model = ModernGPT(30, T, 32, 2, 2).eval()
+    model = RotaryGPT(30, T, 32, 2, 2).eval()
     assert not hasattr(model, "position_embedding")
     assert all(isinstance(b.sa, RotaryAttention) for b in model.blocks)
     assert not any("rotary" in k or "cos" in k for k in model.state_dict()), "the tables are rebuilt, not saved"
@@ -57,22 +60,57 @@ def test_rope_model_is_causal_and_has_no_position_table():
     assert torch.allclose(a[:, :11], b[:, :11], atol=1e-6) and not torch.allclose(a[:, 11:], b[:, 11:])
 
 
+def task09_model(**settings):
+    """The model task 09 composes for these settings (a small one)."""
+    import task09_rope
+
+    cfg = ModernGPTConfig(block_size=T, n_embd=32, n_head=2, **settings)
+    return task09_rope.build_model(cfg, 30)
+
+
 def test_the_learned_arm_has_the_table_and_no_rotation():
     """positions="learned" is the A/B's other arm: task 07's table and task 07's attention."""
-    model = ModernGPT(30, T, 32, 2, 2, positions="learned")
+    assert POSITIONS == {"rope": RotaryGPT, "learned": GPT}
+    model = task09_model(n_layer=2, positions="learned")
+    assert type(model) is GPT
     assert model.position_embedding.weight.shape == (T, 32)
     assert not any(isinstance(b.sa, RotaryAttention) for b in model.blocks)
-    rope = ModernGPT(30, T, 32, 2, 2)
+    rope = task09_model(n_layer=2)
+    assert type(rope) is RotaryGPT
     assert set(model.state_dict()) - set(rope.state_dict()) == {"position_embedding.weight"}
 
 
 def test_odd_head_size_and_unknown_choices_are_refused():
     with pytest.raises(UserError, match="must be even"):
         RotaryAttention(30, 2, T, 0.0)
-    with pytest.raises(UserError, match="unknown positions 'alibi'; choose one of rope, learned"):
-        ModernGPT(30, T, 32, 2, 1, positions="alibi")
-    with pytest.raises(UserError, match="unknown mlp 'gelu'; choose one of relu, relu2, swiglu"):
-        ModernGPT(30, T, 32, 2, 1, mlp="gelu")
+    with pytest.raises(UserError, match="positions: unknown choice 'alibi'; choose one of rope, learned"):
+        ModernGPTConfig(positions="alibi")
+    with pytest.raises(UserError, match="mlp: unknown choice 'gelu'; choose one of relu, relu2, swiglu"):
+        ModernGPTConfig(mlp="gelu")
+    with pytest.raises(UserError, match="positions: unknown choice 'alibi'"):  # a config changed after it was made too
+        dataclasses.replace(ModernGPTConfig(), positions="alibi")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--positions", "alibi"], "argument --positions: unknown choice 'alibi'; choose one of rope, learned (got alibi)"),
+    (["--mlp", "gelu"], "argument --mlp: unknown choice 'gelu'; choose one of relu, relu2, swiglu (got gelu)"),
+])
+def test_task09_refuses_unknown_choices_on_its_command_line(flags, message, capsys):
+    import task09_rope
+
+    with pytest.raises(SystemExit) as exit_info:
+        task09_rope.main(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_each_mlp_name_composes_its_class_into_every_block():
+    assert MLPS == {"relu": MLP, "relu2": ReLUSquaredMLP, "swiglu": SwiGLU}
+    for positions in ("rope", "learned"):
+        for name, cls in MLPS.items():
+            model = task09_model(n_layer=2, positions=positions, mlp=name)
+            assert all(type(b.ffwd) is cls for b in model.blocks), (positions, name)
+            assert model.args["mlp"] == cls.__name__
 
 
 def test_mlp_variants_keep_the_shape_and_about_the_parameter_count():
@@ -90,10 +128,15 @@ def test_mlp_variants_keep_the_shape_and_about_the_parameter_count():
 
 
 def test_tied_weights_are_one_table():
-    model = ModernGPT(30, T, 32, 2, 1, tie_weights=True)
+    model = tie_weights(RotaryGPT(30, T, 32, 2, 1))
     assert model.lm_head.weight is model.token_embedding.weight
+    assert model.args["tie_weights"] is True, "the checkpoint records it, to rebuild the model tied"
     assert sum(p.numel() for p in model.parameters()) == \
-        sum(p.numel() for p in ModernGPT(30, T, 32, 2, 1).parameters()) - 30 * 32
+        sum(p.numel() for p in RotaryGPT(30, T, 32, 2, 1).parameters()) - 30 * 32
+    composed = task09_model(n_layer=1, tie_weights=True)
+    assert composed.lm_head.weight is composed.token_embedding.weight
+    with pytest.raises(UserError, match="tie-weights"):
+        task09_model(n_layer=1, tie_weights=True, positions="learned")
 
 
 def test_orthogonalize_sets_the_singular_values_near_one():
@@ -106,7 +149,7 @@ def test_orthogonalize_sets_the_singular_values_near_one():
 
 
 def test_muon_takes_the_block_matrices_and_adamw_the_rest():
-    model = ModernGPT(30, T, 32, 2, 2)
+    model = RotaryGPT(30, T, 32, 2, 2)
     opt = muon_optimizer(model, 1e-3, 0.02, 0.0)
     muon, adamw = opt.optimizers
     assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)

@@ -3,7 +3,7 @@ import json
 import torch
 
 from gpt.model import GPT, AttentionHead, LanguageModel
-from gpt.modern import ModernGPT
+from gpt.modern import RotaryGPT
 from gpt.plots import attention_maps, attention_modules, plot_attention, plot_loss
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +31,7 @@ def test_attention_maps_are_the_weights_the_model_applies():
     hook.remove()
     x, out = inputs[0]
     sa = model.blocks[1].sa
-    v = sa.heads(x)[2][0]  # (nh, T, hs)
+    v = sa.queries_keys_values(x)[2][0]  # (nh, T, hs)
     mixed = (maps[1] @ v).transpose(0, 1).reshape(12, 32)
     assert (sa.proj(mixed) - out[0]).abs().max().item() < 1e-5
     for m in maps:
@@ -55,7 +55,7 @@ def test_a_text_longer_than_block_size_is_read_in_sliding_windows():
 
 def test_attention_figure_has_a_panel_per_layer_and_head(tmp_path):
     torch.manual_seed(0)
-    model = ModernGPT(V, 16, 32, 2, 3).eval()
+    model = RotaryGPT(V, 16, 32, 2, 3).eval()
     assert [name for name, _ in attention_modules(model)] == ["blocks.0.sa", "blocks.1.sa", "blocks.2.sa"]
     maps = attention_maps(model, torch.randint(V, (1, 10)))
     plot_attention(maps, list("abcdefghi\n"), tmp_path / "a.png", "test")

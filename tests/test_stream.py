@@ -13,10 +13,10 @@ import torch
 from conftest import ROOT
 from gpt.checkpoint import model_payload, save_checkpoint
 from gpt.errors import UserError
-from gpt.generate import generate, sampler, stream
-from gpt.kv_cache import KVCache, forward_cached
+from gpt.generate import generate, sampler, stream, stream_without_cache
+from gpt.kv_cache import KVCache, attention_to_window
 from gpt.model import GPT, causal_attention
-from gpt.modern import ModernGPT
+from gpt.modern import RingKVCache, RotaryGPT
 from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 import task08_infinite
@@ -45,36 +45,80 @@ def test_cached_attention_equals_the_last_rows_of_full_attention():
     q, k, v = torch.randn(3, 2, 4, 10, 8).unbind(0)
     full = causal_attention(q, k, v)
     for tq in (1, 3, 10):
-        diff = (causal_attention(q[..., -tq:, :], k, v) - full[..., -tq:, :]).abs().max().item()
+        diff = (attention_to_window(q[..., -tq:, :], k, v) - full[..., -tq:, :]).abs().max().item()
         assert diff < 1e-5, f"{tq} queries against 10 keys: max difference {diff}"
 
 
-@pytest.mark.parametrize("cls", [GPT, ModernGPT])
+@pytest.mark.parametrize("cls", [GPT, RotaryGPT])
 def test_cached_logits_match_a_full_forward_pass(cls):
     model = small_model(cls=cls)
     idx = torch.randint(len(VOCAB), (1, BS))
     with torch.no_grad():
         full, _ = model(idx)
-    cache = KVCache.for_model(model)
-    first = forward_cached(model, idx[:, :5], cache)
-    rest = [forward_cached(model, idx[:, t:t + 1], cache) for t in range(5, BS)]
+        cache = model.new_kv_cache()
+        first = model(idx[:, :5], cache=cache)[0]
+        rest = [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, BS)]
     cached = torch.cat([first, *rest], dim=1)
     assert (cached - full).abs().max().item() < 1e-4
     assert cache.length == BS
 
 
-@pytest.mark.parametrize("cls", [GPT, ModernGPT])
+@pytest.mark.parametrize("cls", [GPT, RotaryGPT])
 def test_cached_greedy_equals_recomputation_for_the_first_block(cls):
     model = small_model(cls=cls)
     prompt = [0]
     cached = list(itertools.islice(stream(model, prompt, sampler(temperature=0)), BS))
     full = generate(model, torch.tensor([prompt]), BS, temperature=0)[0, 1:].tolist()
     assert cached == full
-    recomputed = list(itertools.islice(stream(model, prompt, sampler(temperature=0), use_cache=False), BS))
+    recomputed = list(itertools.islice(stream_without_cache(model, prompt, sampler(temperature=0)), BS))
     assert recomputed == full
 
 
-def logits_seen_by(model, tokens: list[int], **kw):
+def greedy_with_logits(model, way, prompt, n):
+    """n tokens of a greedy stream, with the logits each was picked from."""
+    seen = []
+
+    def pick(logits):
+        seen.append(logits[0].clone())
+        return logits[0].argmax().item()
+
+    tokens = list(itertools.islice(way(model, prompt, pick), n))
+    return tokens, seen
+
+
+def test_the_cached_stream_equals_the_recomputing_stream_for_the_first_block_and_a_ring_never_fills():
+    """Learned positions: over the first block_size tokens the cache holds the whole context, so the
+    cached stream picks what stream_without_cache picks, from the same logits. A rotary model's ring
+    cache never reports full: its stream never runs more than one position again after the prompt."""
+    model = small_model()
+    prompt = [5, 9, 2]
+    n = BS - len(prompt) + 1  # the last of them is read from a full window of block_size tokens
+    cached, cached_logits = greedy_with_logits(model, stream, prompt, n)
+    recomputed, recomputed_logits = greedy_with_logits(model, stream_without_cache, prompt, n)
+    assert len(cached_logits) == n
+    assert cached == recomputed and len(set(cached)) > 1
+    diff = (torch.stack(cached_logits) - torch.stack(recomputed_logits)).abs().max().item()
+    assert diff < 1e-4, f"max difference {diff}"
+
+    rope = small_model(cls=RotaryGPT)
+    cache = rope.new_kv_cache()
+    assert isinstance(cache, RingKVCache) and not cache.full()
+    with torch.no_grad():
+        rope(torch.tensor([prompt]), cache=cache)
+        for t in range(3 * BS):
+            assert not cache.full(), f"full after {cache.length} tokens"
+            rope(torch.tensor([[t % len(VOCAB)]]), cache=cache)
+    assert not cache.full() and cache.length == len(prompt) + 3 * BS
+    lengths = []
+    hook = rope.register_forward_pre_hook(lambda m, args: lengths.append(args[0].size(1)))
+    try:
+        list(itertools.islice(stream(rope, prompt, sampler(temperature=0)), 3 * BS))
+    finally:
+        hook.remove()
+    assert lengths == [len(prompt)] + [1] * (3 * BS - 1), "the prompt once, then one position per token"
+
+
+def logits_seen_by(model, tokens: list[int], way=stream):
     """Stream over a fixed text: record the logits each step picked from, and pick the text's next token."""
     seen = []
     feed = iter(tokens[1:])
@@ -83,7 +127,7 @@ def logits_seen_by(model, tokens: list[int], **kw):
         seen.append(logits[0].clone())
         return next(feed)
 
-    list(itertools.islice(stream(model, tokens[:1], pick, **kw), len(tokens) - 1))
+    list(itertools.islice(way(model, tokens[:1], pick), len(tokens) - 1))
     return seen
 
 
@@ -109,7 +153,7 @@ def test_rope_stream_slides_and_every_step_equals_a_fresh_forward_over_the_last_
     """One layer: a rotary model's keys and values depend on the token alone, so the sliding window
     reproduces a fresh forward over the same last block_size tokens at every step, far past block_size."""
     torch.manual_seed(3)
-    model = ModernGPT(len(VOCAB), BS, 32, 4, 1).eval()
+    model = RotaryGPT(len(VOCAB), BS, 32, 4, 1).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -132,7 +176,7 @@ def sliding_window_forward(model, tokens: list[int]) -> torch.Tensor:
     band = torch.ones(T, T, dtype=torch.bool).tril() & ~torch.ones(T, T, dtype=torch.bool).tril(-bs)
     for block in model.blocks:
         sa = block.sa
-        q, k, v = sa.heads(block.ln1(x))
+        q, k, v = sa.queries_keys_values(block.ln1(x))
         q, k = sa.rotary(q), sa.rotary(k)
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band)
         x = x + sa.proj(out.transpose(1, 2).reshape(1, T, -1))
@@ -143,7 +187,7 @@ def sliding_window_forward(model, tokens: list[int]) -> torch.Tensor:
 def test_rope_stream_with_several_layers_is_sliding_window_attention():
     """With more layers a cached key also carries what its token read before it: the stream equals
     attention over a sliding window of block_size tokens, at every step."""
-    model = small_model(cls=ModernGPT)
+    model = small_model(cls=RotaryGPT)
     tokens = torch.randint(len(VOCAB), (3 * BS + 1,), generator=torch.Generator().manual_seed(4)).tolist()
     seen = logits_seen_by(model, tokens)
     with torch.no_grad():
@@ -155,20 +199,23 @@ def test_rope_stream_with_several_layers_is_sliding_window_attention():
     assert (seen[-1] - fresh).abs().max().item() > 1e-3, "deeper layers see further back than one window"
 
 
+@torch.no_grad()
 def test_the_rope_cache_is_a_ring_of_block_size_slots_and_a_learned_one_stops_at_block_size():
-    rope = small_model(cls=ModernGPT)
-    cache = KVCache.for_model(rope)
-    assert cache.rolling
-    forward_cached(rope, torch.tensor([[1, 2, 3]]), cache)
+    rope = small_model(cls=RotaryGPT)
+    cache = rope.new_kv_cache()
+    assert isinstance(cache, RingKVCache)
+    rope(torch.tensor([[1, 2, 3]]), cache=cache)
     for t in range(3 * BS):
-        forward_cached(rope, torch.tensor([[t % len(VOCAB)]]), cache)
+        rope(torch.tensor([[t % len(VOCAB)]]), cache=cache)
     assert cache.length == 3 + 3 * BS and cache.k.shape[3] == BS
     learned = small_model()
-    cache = KVCache.for_model(learned)
-    assert not cache.rolling
-    forward_cached(learned, torch.tensor([list(range(BS))]), cache)
-    with pytest.raises(UserError, match="learned positions stop at 15"):
-        forward_cached(learned, torch.tensor([[1]]), cache)
+    cache = learned.new_kv_cache()
+    assert type(cache) is KVCache and not isinstance(cache, RingKVCache)
+    learned(torch.tensor([list(range(BS))]), cache=cache)
+    assert cache.full()
+    with pytest.raises(UserError, match="sequence length 17 exceeds block_size 16: the model has no position "
+                                        "embedding past 15"):
+        learned(torch.tensor([[1]]), cache=cache)
 
 
 def test_stream_runs_far_past_block_size_with_valid_tokens():
@@ -285,23 +332,23 @@ def test_max_new_tokens_is_exact_even_at_zero(checkpoint):
     assert len(run_main(base + ["--max-new-tokens", "3"])) == len("AB") + 3 + 1
 
 
-def test_window_benchmark_scores_the_same_text_both_ways(corpus_text, capsys):
+def test_the_window_measure_scores_the_same_text_both_ways(corpus_text, capsys):
     """One layer of rotary attention: the sliding cache computes what recomputation computes, so the
     two read the validation text at the same bits per character; a learned-position model restarts its
     window, and reads it differently."""
-    from bench.__main__ import bench_window
     from gpt.data import load_dataset
+    from gpt.measures import stream_cost
 
     tokenizer = load_dataset().tokenizer
     torch.manual_seed(0)
-    rope = ModernGPT(tokenizer.vocab_size, 8, 32, 4, 1).eval()
-    both = bench_window(rope, tokenizer, 40)
-    assert both[True] == pytest.approx(both[False], abs=1e-4) and 5 < both[True] < 7
+    rope = RotaryGPT(tokenizer.vocab_size, 8, 32, 4, 1).eval()
+    both = stream_cost(rope, tokenizer, 40)
+    assert both["cache"] == pytest.approx(both["recompute"], abs=1e-4) and 5 < both["cache"] < 7
     learned = GPT(tokenizer.vocab_size, 8, 32, 4, 1).eval()
     with torch.no_grad():
         learned.position_embedding.weight.normal_()
-    both = bench_window(learned, tokenizer, 40)
-    assert abs(both[True] - both[False]) > 1e-3
+    both = stream_cost(learned, tokenizer, 40)
+    assert abs(both["cache"] - both["recompute"]) > 1e-3
     assert "39 characters of the validation split" in capsys.readouterr().out
 
 

@@ -1,7 +1,8 @@
 import csv
 import dataclasses
-import importlib
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from gpt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoi
 from gpt.config import GPTConfig
 from gpt.device import Precision
 from gpt.errors import UserError
-from gpt.model import GPT
-from gpt.run import speed_settings, train_and_report
+from gpt.exits import friendly_errors
+from gpt.run import seed_and_pick_device
+from gpt.schedules import sgdr_schedule
 from gpt.search import COLUMNS, grid_points, run_trials, write_csv
-from gpt.train import make_optimizer, train
+from gpt.train import make_optimizer
 
 import task07
 
@@ -35,14 +37,15 @@ def quiet(*_):
 
 
 def fit(cfg, **kw):
-    return train_and_report("task07", cfg, task07.build_model, log=quiet, progress=False, **kw)
+    return task07.train_gpt(cfg, log=quiet, progress=False, **kw)
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_text_file):
     cfg = tiny(tmp_path, small_text_file)
     result = fit(cfg)
     ckpt = load_checkpoint(cfg.checkpoint)
-    assert ckpt["state"]["iter"] == cfg.max_iters and ckpt["history"][-1]["final"], "the model saved is the final one"
+    assert ckpt["state"]["iter"] == cfg.max_iters and ckpt["state"]["history"][-1]["final"], \
+        "the model saved is the final one"
     assert ckpt["tokenizer"] == result["tokenizer"].to_dict() and "state" in ckpt["optimizer"]
     model, tokenizer = model_from_checkpoint(ckpt)
     idx = torch.randint(tokenizer.vocab_size, (2, cfg.block_size))
@@ -108,12 +111,12 @@ def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, s
         if line.startswith("Epoch 8:"):
             raise KeyboardInterrupt
 
-    with pytest.raises(SystemExit) as exit_info:
-        train_and_report("task07", cfg, task07.build_model, log=stop_at_8, progress=False)
+    with pytest.raises(SystemExit) as exit_info, friendly_errors(checkpoint=cfg.checkpoint):  # as task07.main runs it
+        task07.train_gpt(cfg, log=stop_at_8, progress=False)
     assert exit_info.value.code == 130
     assert load_checkpoint(cfg.checkpoint)["state"]["iter"] == 8
     lines = []
-    resumed = train_and_report("task07", cfg, task07.build_model, resume=True, log=lines.append, progress=False)
+    resumed = task07.train_gpt(cfg, resume_run=True, log=lines.append, progress=False)
     assert any(f"resumed from {cfg.checkpoint} at iteration 8" in line for line in lines)
     assert [(r["iter"], r["train"], r["val"]) for r in resumed["history"]] == \
            [(r["iter"], r["train"], r["val"]) for r in whole["history"]]
@@ -124,26 +127,31 @@ def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path, small_tex
     cfg = tiny(tmp_path, small_text_file)
     fit(cfg)
     with pytest.raises(UserError, match=r"holds a model made with other settings .*\(n_layer=3 here\)\. To continue it, pass --n-layer 2"):
-        fit(dataclasses.replace(cfg, n_layer=3), resume=True)
+        fit(dataclasses.replace(cfg, n_layer=3), resume_run=True)
 
 
 def test_resume_without_a_checkpoint_says_how_to_make_one(tmp_path, small_text_file):
     with pytest.raises(UserError, match=r"(?s)no checkpoint at .*without --resume"):
-        fit(tiny(tmp_path, small_text_file), resume=True)
+        fit(tiny(tmp_path, small_text_file), resume_run=True)
 
 
-def test_speed_settings_turn_every_gpu_speed_up_on_and_off():
-    on = speed_settings("cuda", True)
-    assert on["fused"] and torch.backends.cuda.matmul.allow_tf32
-    assert type(on["attention"]).__name__ == "nullcontext", "with speed-ups PyTorch picks flash attention"
-    off = speed_settings("cuda", False)
-    assert not off["fused"] and not torch.backends.cuda.matmul.allow_tf32
-    assert type(off["attention"]).__name__ != "nullcontext", "without speed-ups attention runs the unfused math"
-    cpu = speed_settings("cpu", True)
-    assert cpu["fused"]
+def test_a_cuda_run_turns_tf32_matmuls_on_and_a_cpu_run_leaves_them(monkeypatch):
+    """TF32, which speed_settings switched, is switched on by seed_and_pick_device on CUDA. (speed_settings'
+    other switches, flash attention off and the unfused optimizer for speedups=False, are gone with it.)"""
+    import gpt.run
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert seed_and_pick_device(GPTConfig(device="cpu")) == "cpu"
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    monkeypatch.setattr(gpt.run, "resolve_device", lambda name: "cuda")  # a CUDA GPU, as far as the run can tell
+    assert seed_and_pick_device(GPTConfig(device="cuda")) == "cuda"
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
 
 
-def test_without_speed_ups_the_optimizer_is_not_fused(tmp_path, small_text_file, monkeypatch):
+def test_a_run_gets_the_fused_optimizer(tmp_path, small_text_file, monkeypatch):
+    """The fused AdamW a run gets on a CPU (or CUDA GPU). Its other half, speedups=False giving an unfused
+    one, is gone with speedups=; make_optimizer(fused=False) is what still unfuses it."""
     made = []
     real = make_optimizer
 
@@ -151,15 +159,17 @@ def test_without_speed_ups_the_optimizer_is_not_fused(tmp_path, small_text_file,
         made.append(real(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr("gpt.run.make_optimizer", spy)
-    fit(tiny(tmp_path, small_text_file, checkpoint=""), speedups=False)
+    monkeypatch.setattr("task07.make_optimizer", spy)
     fit(tiny(tmp_path, small_text_file, checkpoint=""))
-    assert made[0].defaults["fused"] is False and made[1].defaults["fused"] is True
+    assert len(made) == 1 and made[0].defaults["fused"] is True
+    assert make_optimizer(torch.nn.Linear(2, 2).parameters(), 1e-3, fused=False).defaults["fused"] is False
 
 
 def test_the_gpu_path_runs_forward_passes_in_bf16(tmp_path, small_text_file, monkeypatch):
     """The precision an Ampere GPU gets (bf16 autocast), through the whole run, on the CPU."""
-    monkeypatch.setattr("gpt.run.choose_precision", lambda device, asked="auto": Precision("bf16", device, "test"))
+    bf16 = lambda device, asked="auto": Precision("bf16", device, "test")  # noqa: E731
+    monkeypatch.setattr("gpt.run.choose_precision", bf16)  # what the run prints, times and measures in
+    monkeypatch.setattr("gpt.train.choose_precision", bf16)  # what the loop trains and evaluates in
     dtypes = []
     real_build = task07.build_model
 
@@ -168,16 +178,22 @@ def test_the_gpu_path_runs_forward_passes_in_bf16(tmp_path, small_text_file, mon
         model.lm_head.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
         return model
 
-    result = train_and_report("task07", tiny(tmp_path, small_text_file, checkpoint=""), build, log=quiet)
+    monkeypatch.setattr(task07, "build_model", build)
+    result = task07.train_gpt(tiny(tmp_path, small_text_file, checkpoint=""), log=quiet)
     assert torch.bfloat16 in dtypes, "training and evaluation forward passes ran under bf16 autocast"
     assert all(torch.isfinite(torch.tensor(r["val"])) for r in result["history"])
     assert result["model"].lm_head.weight.dtype == torch.float32
 
 
 @pytest.mark.slow
-def test_compiled_model_trains_like_the_eager_one(tmp_path, small_text_file):
+def test_compiled_model_trains_like_the_eager_one(tmp_path, small_text_file, monkeypatch):
     eager = fit(tiny(tmp_path, small_text_file, max_iters=6, dropout=0.0, checkpoint=""))
+    compiled_models = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, *a, **k: compiled_models.append(model) or
+                        real_compile(model, *a, **k))
     compiled = fit(tiny(tmp_path, small_text_file, max_iters=6, dropout=0.0, checkpoint="", compile=True))
+    assert compiled_models, "--compile compiled the model (else this compares the eager model with itself)"
     for a, b in zip(eager["history"], compiled["history"]):
         assert a["val"] == pytest.approx(b["val"], abs=1e-3)
     assert len(compiled["history"]) == len(eager["history"])
@@ -199,8 +215,10 @@ def test_trials_run_end_to_end_and_write_a_sorted_csv(tmp_path, small_text_file)
     base = tiny(tmp_path, small_text_file, checkpoint="")
     out = tmp_path / "trials.csv"
     lines = []
-    rows = run_trials("task07", task07.build_model, base, grid_points({"learning_rate": [1e-3, 3e-3], "n_layer": [1, 2]}),
-                      out, "task07.py", "cpu", log=lines.append)
+    points = grid_points({"learning_rate": [1e-3, 3e-3], "n_layer": [1, 2]})
+    trials = [dataclasses.replace(base, **p, checkpoint="", runs="", sample_tokens=0) for p in points]  # as task07.main
+    rows = run_trials(lambda trial: task07.train_gpt(trial, log=quiet, progress=False), trials, points, out,
+                      "python task07.py --preset cpu", log=lines.append)
     assert len(rows) == 4 and [r["val_loss"] for r in rows] == sorted(r["val_loss"] for r in rows)
     with open(out, newline="") as f:
         saved = list(csv.DictReader(f))
@@ -240,6 +258,51 @@ def test_task07_main_prints_the_course_format_and_the_final_line(tmp_path, small
     assert "Epoch 6: avg train loss" in out and "(final: 200 batches per split, after the last step)" in out
     assert "Sampling 30 tokens from a trained model: " in out and len(result["sample"]) == 30
     assert load_checkpoint(ckpt)["state"]["iter"] == 6
+
+
+SCHEDULED = ["--preset", "cpu", "--max-iters", "8", "--eval-interval", "4", "--eval-iters", "1", "--final-eval-iters",
+             "1", "--n-embd", "16", "--n-layer", "1", "--block-size", "16", "--batch-size", "4", "--sample-tokens", "5",
+             "--device", "cpu", "--checkpoint", "", "--runs", ""]
+
+
+def printed_config(out: str) -> str:
+    """The config a run printed: its "config: " line and the indented lines that continue it."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("config: "))
+    return " ".join([lines[start], *itertools.takewhile(lambda line: line.startswith("        "), lines[start + 1:])])
+
+
+def learning_rates_of_the_run(monkeypatch) -> list[float]:
+    """The learning rate of every step of the next task 07 run, as its optimizer steps with it."""
+    lrs = []
+
+    def made(*args, **kwargs):
+        optimizer = make_optimizer(*args, **kwargs)
+        optimizer.register_step_pre_hook(lambda opt, a, k: lrs.append(opt.param_groups[0]["lr"]))
+        return optimizer
+
+    monkeypatch.setattr(task07, "make_optimizer", made)
+    return lrs
+
+
+def test_task07_runs_the_sgdr_schedule_and_prints_its_cycles(small_text_file, monkeypatch, capsys):
+    lrs = learning_rates_of_the_run(monkeypatch)
+    result = task07.main(SCHEDULED + ["--data", str(small_text_file), "--schedule", "sgdr", "--cycles", "2"])
+    config = printed_config(capsys.readouterr().out)
+    assert re.search(r"\bschedule=sgdr\b", config) and re.search(r"\bcycles=2\b", config), config
+    assert re.search(r"\bcycle_mult=2\.0\b", config), config
+    cfg = result["config"]
+    assert (cfg.schedule, cfg.cycles, cfg.cycle_mult) == ("sgdr", 2, 2.0)
+    lr_at = sgdr_schedule(cfg.learning_rate, cfg.min_lr, cfg.warmup, cycles=2, cycle_mult=2.0)
+    assert lrs == pytest.approx([lr_at(it / cfg.max_iters) for it in range(cfg.max_iters)]), "two cycles, restarted"
+    assert result["history"][-1]["final"] and all(torch.isfinite(torch.tensor(r["val"])) for r in result["history"])
+
+
+def test_a_cosine_run_prints_no_cycles(small_text_file, capsys):
+    task07.main(SCHEDULED + ["--data", str(small_text_file), "--schedule", "cosine"])
+    config = printed_config(capsys.readouterr().out)
+    assert re.search(r"\bschedule=cosine\b", config), config
+    assert not re.search(r"\bcycles=", config) and not re.search(r"\bcycle_mult=", config), config
 
 
 def test_ctrl_c_during_training_says_where_the_checkpoint_is(tmp_path, small_text_file):

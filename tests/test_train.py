@@ -1,16 +1,40 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from gpt.config import GPTConfig, TrainConfig
 from gpt.data import get_batch
+from gpt.hooks import FinalEvaluation, LearningRateSchedule, TimeBudget
 from gpt.model import GPT
-from gpt.modern import wsd_schedule
-from gpt.train import cosine_schedule, estimate_loss, make_optimizer, train
+from gpt.schedules import SCHEDULES, cosine_schedule, schedule_for, sgdr_schedule, wsd_schedule
+from gpt.train import Trainer, estimate_loss, make_optimizer, train
 
 V, T, C = 20, 8, 16
 
 
 def tiny_model(dropout=0.0):
     return GPT(V, T, C, 2, 1, dropout=dropout)
+
+
+def both(data):
+    """The same tokens as the training and the validation split."""
+    return SimpleNamespace(train=data, val=data)
+
+
+def run_cfg(**kw):
+    """The loop's settings, in the course's precision (fp32)."""
+    return TrainConfig(block_size=T, precision="fp32", **kw)
+
+
+class OnEval:
+    """A hook that calls fn(trainer, record) after each evaluation."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_eval(self, trainer, record):
+        self.fn(trainer, record)
 
 
 def test_estimate_loss_uses_eval_mode_and_restores_train_mode():
@@ -42,8 +66,8 @@ def test_train_evaluates_every_interval_and_at_the_last_step():
     torch.manual_seed(0)
     model = tiny_model()
     data = torch.arange(3000) % V  # a predictable sequence, so a few steps are enough to learn something
-    history = train(model, make_optimizer(model, 1e-2), data, data, batch_size=4, block_size=T, max_iters=25,
-                    eval_interval=10, eval_iters=2, seed=0)
+    history = train(model, make_optimizer(model.parameters(), 1e-2), both(data),
+                    run_cfg(batch_size=4, max_iters=25, eval_interval=10, eval_iters=2, seed=0))
     assert [r["iter"] for r in history] == [0, 10, 20, 24]
     assert history[-1]["train"] < history[0]["train"]
 
@@ -53,9 +77,9 @@ def test_final_evaluation_comes_after_the_last_step_with_its_own_batch_count():
     model = tiny_model()
     data = torch.arange(3000) % V
     seen = []
-    history = train(model, make_optimizer(model, 1e-2), data, data, batch_size=4, block_size=T, max_iters=25,
-                    eval_interval=10, eval_iters=2, final_eval_iters=7, seed=0,
-                    on_eval=lambda r, s: seen.append(model.lm_head.weight.detach().clone()))
+    history = train(model, make_optimizer(model.parameters(), 1e-2), both(data),
+                    run_cfg(batch_size=4, max_iters=25, eval_interval=10, eval_iters=2, seed=0),
+                    hooks=[FinalEvaluation(7), OnEval(lambda trainer, r: seen.append(model.lm_head.weight.detach().clone()))])
     assert [(r["iter"], r["eval_iters"]) for r in history] == [(0, 2), (10, 2), (20, 2), (25, 7)]
     assert history[-1]["final"] is True
     assert torch.equal(seen[-1], model.lm_head.weight), "the final number is the model as it ends"
@@ -67,8 +91,8 @@ def test_same_seed_same_losses():
         torch.manual_seed(5)
         model = tiny_model(dropout=0.1)
         data = torch.randint(V, (3000,))
-        runs.append(train(model, make_optimizer(model, 1e-3), data, data, batch_size=4, block_size=T,
-                          max_iters=12, eval_interval=5, eval_iters=2, seed=5))
+        runs.append(train(model, make_optimizer(model.parameters(), 1e-3), both(data),
+                          run_cfg(batch_size=4, max_iters=12, eval_interval=5, eval_iters=2, seed=5)))
     assert [(r["train"], r["val"]) for r in runs[0]] == [(r["train"], r["val"]) for r in runs[1]]
 
 
@@ -76,7 +100,7 @@ def test_schedule_follows_the_steps_and_reaches_min_lr_at_the_last_one():
     torch.manual_seed(0)
     model = tiny_model()
     data = torch.arange(2000) % V
-    optimizer = make_optimizer(model, 1e-2)
+    optimizer = make_optimizer(model.parameters(), 1e-2)
     lrs = []
     real_step = optimizer.step
 
@@ -85,8 +109,8 @@ def test_schedule_follows_the_steps_and_reaches_min_lr_at_the_last_one():
         real_step()
 
     optimizer.step = step
-    train(model, optimizer, data, data, batch_size=2, block_size=T, max_iters=40, eval_interval=100, eval_iters=1,
-          seed=0, lr_schedule=cosine_schedule(1e-2, 1e-4, warmup=0.1))
+    train(model, optimizer, both(data), run_cfg(batch_size=2, max_iters=40, eval_interval=100, eval_iters=1, seed=0),
+          hooks=[LearningRateSchedule(cosine_schedule(1e-2, 1e-4, warmup=0.1))])
     assert len(lrs) == 40
     assert lrs[0] < 1e-6 and max(lrs) == pytest.approx(1e-2, rel=1e-6) and lrs.index(max(lrs)) == 4
     assert lrs[-1] == pytest.approx(cosine_schedule(1e-2, 1e-4, 0.1)(39 / 40))
@@ -116,11 +140,11 @@ def test_wsd_schedule_holds_the_peak_then_decays_linearly():
 def test_a_group_with_an_lr_scale_follows_the_schedule_at_its_multiple():
     torch.manual_seed(0)
     model = tiny_model()
-    optimizer = make_optimizer(model, 1.0)
+    optimizer = make_optimizer(model.parameters(), 1.0)
     optimizer.param_groups[0]["lr_scale"] = 10.0
     data = torch.arange(2000) % V
-    train(model, optimizer, data, data, batch_size=2, block_size=T, max_iters=3, eval_interval=100, eval_iters=1,
-          seed=0, lr_schedule=lambda progress: 0.5)
+    train(model, optimizer, both(data), run_cfg(batch_size=2, max_iters=3, eval_interval=100, eval_iters=1, seed=0),
+          hooks=[LearningRateSchedule(lambda progress: 0.5)])
     assert optimizer.param_groups[0]["lr"] == 5.0
 
 
@@ -128,10 +152,125 @@ def test_time_budget_stops_the_run_lays_the_schedule_over_it_and_still_ends_its_
     torch.manual_seed(0)
     model = tiny_model()
     data = torch.arange(2000) % V
-    optimizer = make_optimizer(model, 1e-2)
-    history = train(model, optimizer, data, data, batch_size=2, block_size=T, max_iters=10**9,
-                    eval_interval=10**9, eval_iters=1, seed=0, time_budget=0.5,
-                    lr_schedule=cosine_schedule(1e-2, 1e-4, warmup=0.1))
+    optimizer = make_optimizer(model.parameters(), 1e-2)
+    # the table's last line, where the budget stopped the run, is the final evaluation's (eval_iters batches)
+    history = train(model, optimizer, both(data),
+                    run_cfg(batch_size=2, max_iters=10**9, eval_interval=10**9, eval_iters=1, seed=0),
+                    hooks=[TimeBudget(0.5), LearningRateSchedule(cosine_schedule(1e-2, 1e-4, warmup=0.1)),
+                           FinalEvaluation(1)])
     assert history[-1]["time"] >= 0.5 and 5 < history[-1]["iter"] < 10**9
     # the last update ran within one step of the budget's end, where the schedule is at its minimum
     assert abs(optimizer.param_groups[0]["lr"] - 1e-4) < 0.02 * 1e-2
+
+
+def test_sgdr_schedule_warms_up_then_restarts_at_the_peak_in_cycles_that_grow_by_cycle_mult():
+    """Warmup over the first 10%, then cycles of 1, 2 and 4 units (7 in all) over the other 90%: each
+    starts at the peak, is half-way down at its middle and ends at min_lr, as the run does."""
+    peak, low, warmup = 1e-3, 1e-5, 0.1
+    lr_at = sgdr_schedule(peak, low, warmup, cycles=3, cycle_mult=2.0)
+    assert lr_at(0.0) < 1e-9
+    assert lr_at(0.05) == pytest.approx(peak / 2)
+    warming = [lr_at(p / 1000) for p in range(0, 100)]
+    assert all(a < b for a, b in zip(warming, warming[1:])), "the warmup only goes up"
+    starts, lengths = [], [0.9 * 1 / 7, 0.9 * 2 / 7, 0.9 * 4 / 7]
+    for length in lengths:
+        starts.append(warmup + sum(lengths[:len(starts)]))
+    assert starts[-1] + lengths[-1] == pytest.approx(1.0)
+    eps = 1e-9
+    for start, length in zip(starts, lengths):
+        assert lr_at(start + eps) == pytest.approx(peak, rel=1e-6), f"restart at the peak at {start:.4f}"
+        assert lr_at(start + length / 2) == pytest.approx((peak + low) / 2, rel=1e-6), "half-way at the cycle's middle"
+        assert lr_at(start + length / 4) == pytest.approx(low + 0.5 * (1 + 2 ** -0.5) * (peak - low), rel=1e-6)
+        assert lr_at(start + length - eps) == pytest.approx(low, abs=1e-9), "min_lr at the cycle's end"
+        inside = [lr_at(start + length * i / 50) for i in range(1, 50)]
+        assert all(a > b for a, b in zip(inside, inside[1:])), "each cycle only goes down"
+    for start in starts[1:]:
+        assert lr_at(start - eps) < 1.01 * low and lr_at(start + eps) > 0.99 * peak, "a warm restart"
+    assert lr_at(1.0) == pytest.approx(low) and lr_at(1.5) == pytest.approx(low), "min_lr at the end of the run"
+    one = sgdr_schedule(peak, low, warmup, cycles=1)
+    cosine = cosine_schedule(peak, low, warmup)
+    assert all(one(p / 100) == pytest.approx(cosine(p / 100)) for p in range(101)), "one cycle is the cosine"
+
+
+def test_schedule_for_returns_the_schedule_each_name_names():
+    assert set(SCHEDULES) == {"constant", "cosine", "sgdr", "wsd"}
+    settings = dict(learning_rate=2e-3, min_lr=3e-5, warmup=0.2, cycles=2, cycle_mult=3.0, decay=0.3)
+    expected = {
+        "cosine": cosine_schedule(2e-3, 3e-5, 0.2),
+        "sgdr": sgdr_schedule(2e-3, 3e-5, 0.2, cycles=2, cycle_mult=3.0),
+        "wsd": wsd_schedule(2e-3, 3e-5, 0.2, decay=0.3),
+    }
+    points = [p / 200 for p in range(201)]
+    curves = {}
+    for name in SCHEDULES:
+        lr_at = schedule_for(GPTConfig(schedule=name, **settings))
+        if name == "constant":
+            assert lr_at is None, "a constant rate has no schedule: the optimizer's own rate stays"
+            continue
+        curves[name] = [lr_at(p) for p in points]
+        assert curves[name] == pytest.approx([expected[name](p) for p in points], rel=1e-9, abs=1e-15), name
+    assert len({tuple(c) for c in curves.values()}) == 3, "each name names a different schedule"
+
+
+class Recorder:
+    """A hook with every method, recording (name, event, step) as the loop calls it."""
+
+    def __init__(self, name, events):
+        self.name, self.events = name, events
+
+    def on_start(self, trainer):
+        self.events.append((self.name, "on_start", trainer.state.iter))
+
+    def before_step(self, trainer):
+        self.events.append((self.name, "before_step", trainer.state.iter))
+
+    def after_step(self, trainer):
+        self.events.append((self.name, "after_step", trainer.state.iter))
+
+    def on_eval(self, trainer, record):
+        assert record is trainer.state.history[-1]
+        self.events.append((self.name, "on_eval", record["iter"]))
+
+    def on_end(self, trainer):
+        self.events.append((self.name, "on_end", trainer.state.iter))
+
+    def on_close(self, trainer):
+        self.events.append((self.name, "on_close", trainer.state.iter))
+
+
+def test_hooks_are_called_in_the_documented_order():
+    """on_start; per step before_step, the evaluation's on_eval (every eval_interval steps and at the last
+    step, before its update), after_step; then on_end and on_close; each event hook by hook, in the
+    order the hooks are given."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    data = torch.arange(2000) % V
+    events = []
+    trainer = Trainer(model, make_optimizer(model.parameters(), 1e-3), both(data),
+                      run_cfg(batch_size=2, max_iters=5, eval_interval=2, eval_iters=1, seed=0),
+                      [Recorder("a", events), Recorder("b", events)])
+    history = trainer.run()
+    expected = [("on_start", 0)]
+    for it in range(5):
+        expected += [("before_step", it)] + ([("on_eval", it)] if it in (0, 2, 4) else []) + [("after_step", it)]
+    expected += [("on_end", 5), ("on_close", 5)]
+    assert events == [(name, event, it) for event, it in expected for name in ("a", "b")]
+    assert history is trainer.state.history and [r["iter"] for r in history] == [0, 2, 4]
+
+
+def test_on_close_is_called_when_a_hook_interrupts_the_run():
+    class CtrlC:
+        def after_step(self, trainer):
+            if trainer.state.iter == 2:
+                raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    data = torch.arange(2000) % V
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        train(model, make_optimizer(model.parameters(), 1e-3), both(data),
+              run_cfg(batch_size=2, max_iters=10, eval_interval=100, eval_iters=1, seed=0),
+              hooks=[Recorder("a", events), CtrlC()])
+    assert [e[1:] for e in events[-3:]] == [("before_step", 2), ("after_step", 2), ("on_close", 2)]
+    assert all(e[1] != "on_end" for e in events), "an interrupted loop does not end: it closes"
