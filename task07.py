@@ -27,12 +27,15 @@ import sys
 from gpt.config import GPTConfig, parse_config
 from gpt.checkpoint import resume
 from gpt.data import load_dataset
+from gpt.distributed import DataParallel, is_main_process, launched_by_torchrun
 from gpt.files import check_writable
 from gpt.model import GPT
 from gpt.presets import TASK07, TASK07_SEARCH, choose_preset
+from gpt.errors import UserError
 from gpt.exits import friendly_errors
 from gpt.run import (check_model, check_models, check_writable_outputs, long_run_files, long_run_hooks,
-                     print_duration, print_flushed, print_start, report, seed_and_pick_device)
+                     print_duration, print_flushed, print_nothing, print_start, report,
+                     seed_and_pick_device)
 from gpt.search import SEARCHABLE, grid_points, run_trials
 from gpt.train import TrainingState, make_optimizer, train
 
@@ -45,24 +48,29 @@ def build_model(cfg: GPTConfig, vocab_size: int) -> GPT:
 
 def train_gpt(cfg: GPTConfig, resume_run: bool = False, overwrite: bool = False, log=print_flushed,
               progress=None) -> dict:
-    """One run, in the lesson's order: settings checked, data, model, optimizer, train, report."""
+    """One run, in the lesson's order: settings checked, data, model, optimizer, train, report. Under
+    torchrun, one of several processes that train it together (gpt/distributed.py)."""
     check_model(build_model, cfg)
     check_writable_outputs(cfg, cfg.checkpoint, resume_run, overwrite)
     device = seed_and_pick_device(cfg)
-    data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size)
-    model = build_model(cfg, data.tokenizer.vocab_size).to(device)
-    optimizer = make_optimizer(model.parameters(), cfg.learning_rate, cfg.weight_decay)
-    state = TrainingState(cfg.seed)
-    resumed = resume(cfg.checkpoint, model, optimizer, data.tokenizer, state) if resume_run else ""
-    files = long_run_files("task07", cfg, log)
-    print_start(cfg, model, log)
-    if resumed:
-        log(resumed)
-    print_duration(cfg, model, data.tokenizer.vocab_size, state, log)
-    trained = torch.compile(model) if cfg.compile else model  # the model itself is what is saved and measured
-    hooks = long_run_hooks("task07", cfg, model, data.tokenizer, files, log, progress)
-    history = train(trained, optimizer, data, cfg, hooks, state)
-    return report("task07", cfg, model, data, history, files, cfg.checkpoint, log)
+    with DataParallel(cfg, device) as processes:  # torchrun's processes, or this one alone
+        log, progress = (log, progress) if processes.main else (print_nothing, False)  # process 0 speaks
+        data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size)
+        model = build_model(cfg, data.tokenizer.vocab_size).to(device)
+        optimizer = make_optimizer(model.parameters(), cfg.learning_rate, cfg.weight_decay)
+        state = TrainingState(cfg.seed)
+        resumed = resume(cfg.checkpoint, model, optimizer, data.tokenizer, state) if resume_run else ""
+        files = long_run_files("task07", cfg, log)
+        print_start(cfg, model, log, processes.describe(cfg.batch_size, cfg.grad_accum))
+        if resumed:
+            log(resumed)
+        print_duration(cfg, model, data.tokenizer.vocab_size, state, log)
+        trained = processes.wrap(torch.compile(model) if cfg.compile else model)  # saved and measured: model
+        hooks = long_run_hooks("task07", cfg, model, data.tokenizer, files, log, progress)
+        history = train(trained, optimizer, data, cfg, hooks, state)
+        if not processes.main:
+            return {"history": history}
+        return report("task07", cfg, model, data, history, files, cfg.checkpoint, log)
 
 
 def extra_flags(parser):
@@ -79,6 +87,9 @@ def main(argv=None):
     grid = {k: getattr(args, k) for k in SEARCHABLE if len(getattr(args, k)) > 1}
     if args.search or grid:
         with friendly_errors():
+            if launched_by_torchrun():
+                raise UserError("a grid or the search trains its trials one after the other in one process: run it "
+                                "with python")
             points = TASK07_SEARCH if args.search else grid_points(grid)
             trials = [dataclasses.replace(cfg, **p, checkpoint="", runs="", sample_tokens=0) for p in points]
             check_models(build_model, [(f"trial {i}", trial) for i, trial in enumerate(trials)])
@@ -87,7 +98,8 @@ def main(argv=None):
             train_quietly = lambda trial: train_gpt(trial, log=lambda *_: None, progress=False)  # noqa: E731
             return run_trials(train_quietly, trials, points, args.csv, f"python task07.py --preset {preset}")
     with friendly_errors(checkpoint=cfg.checkpoint):
-        print(f"preset: {preset} ({why})")
+        if is_main_process():
+            print(f"preset: {preset} ({why})")
         return train_gpt(cfg, args.resume, args.overwrite)
 
 

@@ -37,12 +37,14 @@ import sys
 from gpt.checkpoint import resume
 from gpt.config import ModernGPTConfig, at_least, checked, parse_config
 from gpt.data import load_dataset
+from gpt.distributed import DataParallel, launched_by_torchrun
 from gpt.errors import UserError
 from gpt.modern import MLPS, POSITIONS, muon_optimizer, tie_weights
 from gpt.presets import TASK09
 from gpt.exits import friendly_errors
 from gpt.run import (check_model, check_models, check_writable_outputs, long_run_files, long_run_hooks,
-                     print_duration, print_flushed, print_start, report, seed_and_pick_device)
+                     print_duration, print_flushed, print_nothing, print_start, report,
+                     seed_and_pick_device)
 from gpt.train import TrainingState, make_optimizer, train
 
 import torch  # after gpt, which picks torch's CPU kernels before torch loads
@@ -63,24 +65,29 @@ def build_optimizer(cfg: ModernGPTConfig, model):
 
 def train_gpt(cfg: ModernGPTConfig, resume_run: bool = False, overwrite: bool = False, log=print_flushed,
               progress=None) -> dict:
-    """One run, in the lesson's order: settings checked, data, model, optimizer, train, report."""
+    """One run, in the lesson's order: settings checked, data, model, optimizer, train, report. Under
+    torchrun, one of several processes that train it together (gpt/distributed.py)."""
     check_model(build_model, cfg)
     check_writable_outputs(cfg, cfg.checkpoint, resume_run, overwrite)
     device = seed_and_pick_device(cfg)
-    data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size)
-    model = build_model(cfg, data.tokenizer.vocab_size).to(device)
-    optimizer = build_optimizer(cfg, model)
-    state = TrainingState(cfg.seed)
-    resumed = resume(cfg.checkpoint, model, optimizer, data.tokenizer, state) if resume_run else ""
-    files = long_run_files("task09", cfg, log)
-    print_start(cfg, model, log)
-    if resumed:
-        log(resumed)
-    print_duration(cfg, model, data.tokenizer.vocab_size, state, log)
-    trained = torch.compile(model) if cfg.compile else model  # the model itself is what is saved and measured
-    hooks = long_run_hooks("task09", cfg, model, data.tokenizer, files, log, progress)
-    history = train(trained, optimizer, data, cfg, hooks, state)
-    return report("task09", cfg, model, data, history, files, cfg.checkpoint, log)
+    with DataParallel(cfg, device) as processes:  # torchrun's processes, or this one alone
+        log, progress = (log, progress) if processes.main else (print_nothing, False)  # process 0 speaks
+        data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size)
+        model = build_model(cfg, data.tokenizer.vocab_size).to(device)
+        optimizer = build_optimizer(cfg, model)
+        state = TrainingState(cfg.seed)
+        resumed = resume(cfg.checkpoint, model, optimizer, data.tokenizer, state) if resume_run else ""
+        files = long_run_files("task09", cfg, log)
+        print_start(cfg, model, log, processes.describe(cfg.batch_size, cfg.grad_accum))
+        if resumed:
+            log(resumed)
+        print_duration(cfg, model, data.tokenizer.vocab_size, state, log)
+        trained = processes.wrap(torch.compile(model) if cfg.compile else model)  # saved and measured: model
+        hooks = long_run_hooks("task09", cfg, model, data.tokenizer, files, log, progress)
+        history = train(trained, optimizer, data, cfg, hooks, state)
+        if not processes.main:
+            return {"history": history}
+        return report("task09", cfg, model, data, history, files, cfg.checkpoint, log)
 
 
 def extra_flags(parser):
@@ -152,6 +159,8 @@ def main(argv=None):
     cfg, args = parse_config(TASK09, argv, description=__doc__, extra=extra_flags)
     with friendly_errors(checkpoint="" if args.compare else cfg.checkpoint):
         if args.compare:
+            if launched_by_torchrun():
+                raise UserError("--compare trains its arms one after the other in one process: run it with python")
             return compare(cfg, args.compare, args.seeds)
         return train_gpt(cfg, args.resume, args.overwrite)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .data import DEFAULT_NAME
 from .device import DEVICES, PRECISIONS
+from .distributed import BACKENDS
 from .errors import UserError
 from .modern import MLPS, POSITIONS
 from .schedules import SCHEDULES
@@ -74,6 +75,9 @@ class TrainConfig:
     batch_size: int = option(32, "sequences per training step", at_least(1))
     learning_rate: float = option(1e-3, "AdamW learning rate (the peak, when a schedule is used)", positive)
     max_iters: int = option(5000, "training steps", at_least(1))
+    grad_accum: int = option(1, "micro-steps per training step: each takes a 1/grad_accum share of the batch, and "
+                                "their gradients add up before the update (the same update, in less memory)",
+                             at_least(1))
     eval_interval: int = option(500, "evaluate every this many steps", at_least(1))
     eval_iters: int = option(200, "batches per split averaged by each evaluation", at_least(1))
     seed: int = option(1337, "random seed: the same seed gives the same run")
@@ -89,6 +93,9 @@ class TrainConfig:
             problem = problem_with(getattr(self, f.name), f.metadata.get("valid"), f.metadata.get("choices"))
             if problem:
                 raise UserError(f"{f.name}: {problem}")
+        if self.batch_size % self.grad_accum:
+            raise UserError(f"batch_size: {self.batch_size} does not split into {self.grad_accum} equal micro-steps "
+                            f"(--grad-accum); give a batch size that is a multiple of {self.grad_accum}")
 
 
 @dataclass
@@ -130,6 +137,8 @@ class GPTConfig(StackConfig):
                                 finite_at_least(0))
     checkpoint: str = option("checkpoints/task07.pt", "where the model is saved at each evaluation and at the end ('' for nowhere)")
     compile: bool = option(False, "torch.compile the model (pays off on a GPU for long runs)")
+    backend: str = option("auto", "under torchrun: how the processes exchange gradients; auto: nccl on CUDA GPUs, "
+                                  "gloo on CPUs", choices=BACKENDS)
     tokenizer: str = option("char", "char: one token per character; bpe: byte-level BPE trained on the training split",
                             choices=("char", "bpe"))
     vocab_size: int = option(512, "with --tokenizer bpe: tokens in the vocabulary (the bytes the text holds, then "
@@ -223,7 +232,9 @@ def parse_config(defaults, argv=None, description: str | None = None, extra=None
 
 # Settings that do nothing in a run configured like this one: the line a run starts with leaves them out.
 UNUSED = {
-    "vocab_size": lambda cfg: cfg.tokenizer == "char",  # a character model's vocabulary is the text's characters
+    "vocab_size": lambda cfg: cfg.tokenizer == "char",
+    "grad_accum": lambda cfg: cfg.grad_accum == 1,
+    "backend": lambda cfg: cfg.backend == "auto",  # a character model's vocabulary is the text's characters
     "time_budget": lambda cfg: cfg.time_budget == 0,
     "warmup": lambda cfg: cfg.schedule == "constant",
     "min_lr": lambda cfg: cfg.schedule == "constant",

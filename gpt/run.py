@@ -17,6 +17,7 @@ from .checkpoint import SaveCheckpoints, load_checkpoint
 from .config import describe, parse_config
 from .data import load_dataset
 from .device import choose_precision, describe_device, resolve_device
+from .distributed import launched_by_torchrun
 from .errors import UserError
 from .files import check_writable
 from .generate import generate
@@ -34,6 +35,9 @@ def run_task(task: str, build_model, defaults, argv=None, description: str | Non
     build_model(cfg, vocab_size) makes, AdamW, the lecture's loop printing the course's table, the report."""
     cfg, _ = parse_config(defaults, argv, description)
     with friendly_errors():
+        if launched_by_torchrun():
+            raise UserError(f"{task} trains in one process, in seconds; torchrun is for tasks 07 and 09: "
+                            f"torchrun --standalone --nproc_per_node 2 task07.py")
         check_model(build_model, cfg)
         check_writable_outputs(cfg)
         device = seed_and_pick_device(cfg)
@@ -99,13 +103,20 @@ def seed_and_pick_device(cfg) -> str:
     return device
 
 
-def print_start(cfg, model, log=print_flushed) -> None:
-    """The lines a run starts with: its settings, where it runs, and its size."""
+def print_nothing(*lines) -> None:
+    pass  # the log of torchrun's other processes: process 0 prints for all
+
+
+def print_start(cfg, model, log=print_flushed, parallel: str = "") -> None:
+    """The lines a run starts with: its settings, where it runs, and its size; how its batch is
+    split (gpt/distributed.py), if it is."""
     device = device_of(model)
     precision = choose_precision(device, cfg.precision)
     log(describe(cfg))
     log(f"device: {describe_device(device)} | precision: {precision.name} ({precision.why}) | "
         f"parameters: {count_parameters(model):,}")
+    if parallel:
+        log(parallel)
 
 
 def print_duration(cfg, model, vocab_size: int, state, log=print_flushed) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from .data import get_batch
 from .device import choose_precision, device_rng_state, set_device_rng_state, to_device
+from .distributed import rank_and_world_size, this_ranks_share
 from .model import eval_mode
 
 
@@ -151,10 +152,13 @@ class Trainer:
             if (it % cfg.eval_interval == 0 and it != resumed_at) or last:
                 self.evaluate(cfg.eval_iters)
             x, y = get_batch(self.data.train, cfg.batch_size, cfg.block_size, state.batch_generator)  # (B, T), (B, T)
-            with self.precision.autocast():
-                _, loss = model(to_device(x, self.device), to_device(y, self.device))
-            optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()  # without fp16: loss.backward()
+            optimizer.zero_grad(set_to_none=True)  # before the forward pass: micro-steps add up their gradients
+            micro_batches = this_ranks_share(x, y, cfg.grad_accum)  # one (x, y) for one process and one step
+            for i, (xm, ym) in enumerate(micro_batches):
+                model.require_backward_grad_sync = i == len(micro_batches) - 1  # torchrun: average on the last
+                with self.precision.autocast():
+                    _, loss = model(to_device(xm, self.device), to_device(ym, self.device))
+                self.scaler.scale(loss / len(micro_batches)).backward()  # one process, one step: loss.backward()
             self.scaler.step(optimizer)  # without fp16: optimizer.step()
             self.scaler.update()
             self.call("after_step")
@@ -162,8 +166,11 @@ class Trainer:
             state.iter = cfg.max_iters
         self.call("on_end")
 
-    def evaluate(self, n_batches: int, final: bool = False) -> dict:
-        """Estimate the loss on both splits with n_batches batches each, record it, and tell the hooks."""
+    def evaluate(self, n_batches: int, final: bool = False) -> dict | None:
+        """Estimate the loss on both splits with n_batches batches each, record it, and tell the hooks.
+        Under torchrun, process 0 alone evaluates (the others go on to the next step and wait there)."""
+        if rank_and_world_size()[0] != 0:
+            return None
         splits = {"train": self.data.train, "val": self.data.val}
         with self.precision.autocast():
             losses = estimate_loss(self.model, splits, self.cfg.batch_size, self.cfg.block_size, n_batches,
@@ -181,7 +188,8 @@ class Trainer:
 
 def train(model, optimizer, data, cfg, hooks=(), state=None) -> list[dict]:
     """Train model on data.train for cfg.max_iters steps of cfg.batch_size windows of cfg.block_size
-    tokens, estimating the loss on both splits every cfg.eval_interval steps (cfg.eval_iters batches
+    tokens (in cfg.grad_accum micro-steps, and shared among torchrun's processes: gpt/distributed.py),
+    estimating the loss on both splits every cfg.eval_interval steps (cfg.eval_iters batches
     each) and at the last step, as the lecture does ("Epoch 4999"). Returns the evaluations.
 
     hooks: what a longer run attaches (see Trainer). state: where a resumed run stands (a fresh run
