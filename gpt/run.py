@@ -46,7 +46,7 @@ def run_task(task: str, build_model, defaults, argv=None, description: str | Non
         optimizer = make_optimizer(model.parameters(), cfg.learning_rate)
         files = RunFiles(cfg.runs, task)
         print_start(cfg, model)
-        history = train(model, optimizer, data, cfg, hooks=[files, PrintTable()])
+        history = train(model, optimizer, data, cfg, hooks=[files, PrintTable(), ProgressBar()])
         return report(task, cfg, model, data, history, files)
 
 
