@@ -14,7 +14,8 @@ step 05's classes.
 The checks are the properties the lessons claim, the same ones the repository's tests prove of its
 own classes: shapes; causality (changing later tokens changes no earlier output); the same outputs as
 the solution when given the same weights (copied across, compared to 1e-5); the loss at
-initialisation near ln(vocabulary) (as the untrained solution's); gradients reach every parameter; dropout off in eval; the cached
+initialisation near ln(vocabulary) (as the untrained solution's); step 00's loss estimate and
+`generate` (a mean per split, the context cropped to block_size, the model's mode put back); gradients reach every parameter; dropout off in eval; the cached
 stream equal to a full forward (08); scores that depend only on the offset (09). A check that fails
 says what it expected, what came out, and the mistake that usually causes it. --train then trains
 your model with the step's own settings and compares its final val loss with the repository's band
@@ -56,11 +57,17 @@ class Step:
     functions: tuple = ()
     hints: dict = field(default_factory=dict)  # "Class.method" -> the one-line hint in the skeleton
     patch: tuple = ()  # modules (besides the task script) whose names the learner's classes replace in a check
+    extras: tuple = ()  # (module, function names) to write from other modules: the loop's pieces
 
 
 STEPS = {
     "00": Step("task00", "gpt.model", {"Bigram": ("forward",)},
-               hints={"Bigram.forward": "look up each token's row of logits; the loss is F.cross_entropy of the logits"}),
+               hints={"Bigram.forward": "look up each token's row of logits; the loss is F.cross_entropy of the logits",
+                      "estimate_loss": "in eval mode, without gradients: the mean loss over eval_iters batches of "
+                                       "each split (get_batch), the model's mode put back after",
+                      "generate": "eval mode; for each new token: crop idx to the last block_size tokens, take the "
+                                  "last position's logits, sample (sample_next), append"},
+               extras=(("gpt.train", ("estimate_loss",)), ("gpt.generate", ("generate",)))),
     "01": Step("task01", "gpt.model", {"AttentionHead": ("forward",)},
                hints={"AttentionHead.forward": "q k^T scaled by head_size**-0.5, the future masked with -inf, "
                                                "softmax over the keys, times v"}),
@@ -115,7 +122,7 @@ def skeleton(number: str) -> str:
     source = Path(module.__file__).read_text()
     lines = source.splitlines()
     tree = ast.parse(source)
-    mine = set(step.classes) | set(step.functions)
+    mine = set(step.classes) | set(step.functions) | {f for _, fs in step.extras for f in fs}
     given = sorted(name for name, value in vars(module).items()  # what the solution's code can refer to
                    if not name.startswith("_") and name not in mine and not inspect.ismodule(value))
     parts = [f'"""Step {number} of the course, for you to write: {", ".join(sorted(mine))}.\n\n'
@@ -133,7 +140,18 @@ def skeleton(number: str) -> str:
             parts.append(class_skeleton(node, lines, step.classes[node.name], step.hints))
         elif isinstance(node, ast.FunctionDef) and node.name in step.functions:
             parts.append(function_skeleton(node, lines, step.hints.get(node.name, "")))
-    return "\n\n".join(parts[:3]) + "\n\n" + "\n\n\n".join(parts[3:]) + "\n"
+    for name, functions in step.extras:  # the loop's pieces the step is about, from their own modules
+        extra = importlib.import_module(name)
+        extra_lines = Path(extra.__file__).read_text().splitlines()
+        names = sorted(n for n, v in vars(extra).items() if not n.startswith("_") and n not in mine
+                       and n not in functions and not inspect.ismodule(v))
+        parts.insert(3, f"from {name} import (  # noqa: F401\n" + textwrap.fill(", ".join(names), 96,
+                        initial_indent="    ", subsequent_indent="    ") + ")\n")
+        for node in ast.parse("\n".join(extra_lines)).body:
+            if isinstance(node, ast.FunctionDef) and node.name in functions:
+                parts.append(function_skeleton(node, extra_lines, step.hints.get(node.name, "")))
+    imports = 3 + len(step.extras)
+    return "\n\n".join(parts[:imports]) + "\n\n" + "\n\n\n".join(parts[imports:]) + "\n"
 
 
 def class_skeleton(node: ast.ClassDef, lines: list[str], to_write: tuple, hints: dict) -> str:
@@ -189,11 +207,12 @@ def load_learner(path: Path):
 
 def check_signatures(step: Step, learner, solution) -> None:
     """Each class and function is there, and takes the arguments the solution's takes."""
-    for name in [*step.classes, *step.functions]:
+    for name in [*step.classes, *step.functions, *(f for _, fs in step.extras for f in fs)]:
         if not hasattr(learner, name):
             raise UserError(f"your file has no {name}: keep the skeleton's names (python -m gpt.exercise start "
                             f"{step.task[4:]} writes a fresh one elsewhere with --folder)")
-        targets = [(name, getattr(learner, name), getattr(solution, name))]
+        theirs = next((getattr(importlib.import_module(m), name) for m, fs in step.extras if name in fs), None)
+        targets = [(name, getattr(learner, name), theirs or getattr(solution, name))]
         if inspect.isclass(targets[0][1]):
             targets = [(f"{name}.{m}", getattr(targets[0][1], m), getattr(targets[0][2], m))
                        for m in ("__init__", *step.classes[name]) if hasattr(targets[0][2], m)]
@@ -243,6 +262,8 @@ class Context:
     def __init__(self, number: str, learner):
         self.number, self.step, self.learner = number, STEPS[number], learner
         self.names = {n: getattr(learner, n) for n in [*self.step.classes, *self.step.functions]}
+        self.extras = {n: getattr(learner, n, None) or getattr(importlib.import_module(m), n)  # --solution: their own
+                       for m, fs in self.step.extras for n in fs}
         task = self.step.task if number != "08" else "task07"  # task 08 streams from task 07's model
         self.task = importlib.import_module(Path(script(task)).stem)
         self.modules = [self.task] + [importlib.import_module(m) for m in self.step.patch]
@@ -482,14 +503,67 @@ def check_rope_relative(ctx: Context):
            "(start..start+T-1): a rotation by absolute position in one of them only breaks the relative scores")
 
 
+def check_estimate_loss(ctx: Context):
+    from .model import Bigram
+    from .train import estimate_loss
+
+    torch.manual_seed(0)
+    model = Bigram(V).train()
+    data = torch.randint(V, (2000,), generator=torch.Generator().manual_seed(2))
+    splits = {"train": data[:1500], "val": data[1500:]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        got = ctx.extras["estimate_loss"](model, splits, 8, 8, 50, torch.Generator().manual_seed(3))
+    expect(isinstance(got, dict) and set(got) == {"train", "val"}, "a dict {'train': loss, 'val': loss}",
+           f"{got!r}", "return one mean loss per split, keyed by the split's name")
+    want = estimate_loss(model, splits, 8, 8, 50, torch.Generator().manual_seed(3))
+    for split in want:
+        value = float(got[split])
+        expect(abs(value - want[split]) < 0.05, f"{split} about {want[split]:.3f} (the mean loss over 50 batches)",
+               f"{value:.3f}", "the mean of the batches' losses (not their sum), in eval mode")
+    expect(model.training, "the model back in training mode after", "eval mode",
+           "put the model back in the mode it was in: model.train() after model.eval()")
+
+
+class AlwaysThree(torch.nn.Module):
+    """A model that is sure the next token is 3, and notes the longest context it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.block_size, self.longest = 4, 0
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, idx, targets=None):
+        self.longest = max(self.longest, idx.size(1))
+        logits = torch.full((*idx.shape, V), -1e4) + self.weight
+        logits[..., 3] = 1e4
+        return logits, None
+
+
+def check_generate(ctx: Context):
+    model = AlwaysThree().train()
+    idx = torch.tensor([[1, 2]])
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = ctx.extras["generate"](model, idx, 10, generator=torch.Generator().manual_seed(0))
+    expect(tuple(out.shape) == (1, 12), "shape (1, 2 + 10): the context, then the new tokens", f"{tuple(out.shape)}",
+           "append each new token to idx (torch.cat along dim 1) and return the whole sequence")
+    expect(out[0, :2].tolist() == [1, 2] and out[0, 2:].tolist() == [3] * 10,
+           "the context kept, then the model's sure choice, 3, every time", f"{out[0].tolist()}",
+           "sample from the logits of the last position, logits[:, -1, :]")
+    expect(model.longest <= model.block_size, f"at most block_size = {model.block_size} tokens of context per call",
+           f"{model.longest}", "crop the context to the last block_size tokens: idx[:, -model.block_size:]")
+    expect(model.training, "the model back in training mode after", "eval mode",
+           "generate in eval mode, then put the model back in the mode it was in")
+
+
 CHECKS = {
     "parameters": check_parameters, "shapes": check_shapes, "initial loss": check_initial_loss,
     "same as the solution": check_same_as_solution, "causal": check_causal, "gradients": check_gradients,
     "dropout off in eval": check_dropout_off_in_eval, "cached stream equals a full forward": check_cache,
-    "scores depend only on the offset": check_rope_relative,
+    "scores depend only on the offset": check_rope_relative, "estimate_loss": check_estimate_loss,
+    "generate": check_generate,
 }
 MODEL_CHECKS = ("parameters", "shapes", "initial loss", "same as the solution", "gradients")
-STEP_CHECKS = {"00": MODEL_CHECKS, **{f"0{i}": (*MODEL_CHECKS, "causal") for i in range(1, 7)},
+STEP_CHECKS = {"00": (*MODEL_CHECKS, "estimate_loss", "generate"), **{f"0{i}": (*MODEL_CHECKS, "causal") for i in range(1, 7)},
                "07": (*MODEL_CHECKS, "causal", "dropout off in eval"),
                "08": ("cached stream equals a full forward",),
                "09": (*MODEL_CHECKS, "causal", "scores depend only on the offset")}

@@ -79,6 +79,12 @@ def solution_bodies(number: str) -> dict:
                     bodies[f"{node.name}.{item.name}"] = body(item)
         elif isinstance(node, ast.FunctionDef) and node.name in step.functions:
             bodies[node.name] = body(node)
+    for name, functions in step.extras:  # the loop's pieces, from their own modules (step 00)
+        extra = Path(importlib.import_module(name).__file__).read_text()
+        lines = extra.splitlines()
+        for node in ast.parse(extra).body:
+            if isinstance(node, ast.FunctionDef) and node.name in functions:
+                bodies[node.name] = body(node)
     return bodies
 
 
@@ -145,7 +151,7 @@ def test_a_fresh_skeleton_fails_as_not_written_yet(number, tmp_path, capsys):
     assert f"wrote {path}" in capsys.readouterr().out
     text = path.read_text()
     to_write = {f"{c}.{m}" for c, ms in exercise.STEPS[number].classes.items() for m in ms} | \
-        set(exercise.STEPS[number].functions)
+        set(exercise.STEPS[number].functions) | {f for _, fs in exercise.STEPS[number].extras for f in fs}
     assert {m.group(2) for m in NOT_WRITTEN.finditer(text)} == to_write, text
 
     rc, out, err = run_check(capsys, number, "--folder", str(tmp_path))
@@ -325,7 +331,8 @@ def test_the_checks_run_outside_the_main_thread(capsys):
     worker.join(60)
     out = capsys.readouterr().out
     assert returned == [0], out
-    assert "5 of 5 checks pass" in out
+    n = len(exercise.STEP_CHECKS["00"])
+    assert f"{n} of {n} checks pass" in out
 
 
 # --- tool errors: exit 2, a message, no traceback ---------------------------------------------------
@@ -411,4 +418,18 @@ def test_a_check_that_hangs_fails_after_the_time_limit(tmp_path, capsys, monkeyp
     hung = [name for name, (ok, text) in checks.items() if "took longer than 2 s" in text]
     assert hung == ["shapes", "initial loss", "same as the solution", "gradients"], out
     assert all(not checks[name][0] for name in hung)
-    assert verdict(out) == (1, 5)
+    assert verdict(out) == (3, 7)  # estimate_loss and generate, written right, pass
+
+
+def test_estimate_loss_and_generate_with_the_classic_mistakes_fail_with_their_hints(tmp_path, capsys):
+    """Step 00's loop pieces: a sum instead of a mean, a model left in eval mode, no crop of the context."""
+    cases = [
+        ("out[name] = total / len(x)", "out[name] = total", "estimate_loss", "not their sum"),
+        ("logits, _ = model(idx[:, -model.block_size:])", "logits, _ = model(idx)", "generate", "crop the context"),
+    ]
+    for old, new, check, words in cases:
+        write_learner(tmp_path, "00", with_mistake("00", old, new))
+        rc, out, err = run_check(capsys, "00", "--folder", str(tmp_path))
+        checks = results(out)
+        assert rc == 1 and not checks[check][0], out
+        assert words in checks[check][1], out
