@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .checkpoint import saved_iteration
+from .distributed import is_main_process
 from .errors import UserError, WriteFailed
 from .interrupts import CTRL_C, exit_status, interrupted, sigterm_raises, stopped_by
 
@@ -34,7 +35,8 @@ def friendly_errors(checkpoint: str = ""):
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
-            print(f"\n{stopped_by(e)}" + (f": {safe()}" if checkpoint else ""), file=sys.stderr)
+            if is_main_process():  # under torchrun every process gets it: process 0 speaks for all
+                print(f"\n{stopped_by(e)}" + (f": {safe()}" if checkpoint else ""), file=sys.stderr)
             raise SystemExit(exit_status(e)) from None
         except BrokenPipeError:
             print(reader_gone() + (f": {safe()}" if checkpoint else ""), file=sys.stderr)
