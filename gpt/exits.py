@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .checkpoint import saved_iteration
-from .distributed import is_main_process
+from .distributed import is_main_process, launched_by_torchrun
 from .errors import UserError, WriteFailed
 from .interrupts import CTRL_C, exit_status, interrupted, sigterm_raises, stopped_by
 
@@ -80,6 +80,9 @@ def resume_command() -> str:
     if not (script.startswith("task") and script.endswith(".py")):
         return "the same command with --resume"
     args = [a for a in sys.argv[1:] if a not in ("--resume", "--overwrite")]
-    return shlex.join(["python", script, *args, "--resume"])
+    launcher = ["python"]
+    if launched_by_torchrun():  # the same number of processes again (on one machine; several: as started)
+        launcher = ["torchrun", "--standalone", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')}"]
+    return shlex.join([*launcher, script, *args, "--resume"])
 
 
