@@ -50,8 +50,7 @@ class DataParallel:
     def __init__(self, cfg, device: str):
         self.rank, self.world_size, self.local_rank = 0, 1, 0
         self.backend = None
-        if not launched_by_torchrun():
-            check_divisible(cfg.batch_size, 1, cfg.grad_accum)
+        if not launched_by_torchrun():  # one process: the config has checked that grad_accum divides the batch
             return
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .interrupts import in_main_thread
 from .reference import ROOT, band, script
 
 
@@ -573,9 +574,7 @@ TIME_LIMIT = 60  # seconds a check may take: code that hangs fails instead of wa
 @contextlib.contextmanager
 def time_limit(seconds: int):
     """Raise TimeoutError after seconds; without SIGALRM (Windows) or off the main thread, no limit."""
-    import threading
-
-    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "SIGALRM") or not in_main_thread():
         yield
         return
 
