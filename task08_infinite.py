@@ -6,12 +6,15 @@ layers keep the keys and values of the characters before it (a key/value cache, 
 passed to the model's own forward), instead of recomputing the whole context for every character
 as the lecture's `generate` does. From a rotary model (task 09) the window slides one character at
 a time, so that once block_size characters are in, every character sees a full window; from a model
-with learned positions it restarts from its newest half whenever it is full.
+with learned positions it restarts from its newest half whenever it is full. From a recurrent
+network (compare_rnn.py's GRU or LSTM) the hidden state is the whole context, from the prompt's last
+block_size characters on: every character costs one step, and the context never ends.
 
     python task08_infinite.py                          # Ctrl-C to stop
     python task08_infinite.py --prompt "ROMEO:" --temperature 0.8 --top-p 0.9 --seed 7
     python task08_infinite.py --max-new-tokens 2000 > sonnet.txt
     python task08_infinite.py --checkpoint checkpoints/task09.pt
+    python task08_infinite.py --checkpoint checkpoints/gru.pt   # compare_rnn.py's GRU
 """
 
 import argparse
@@ -61,7 +64,7 @@ def main(argv=None, out=None) -> int:
         device = resolve_device(args.device)
         ckpt = load_checkpoint(args.checkpoint, how_to_make_one=(  # read on the CPU, moved below
             "Train one first: python task07.py (minutes on a CPU), then run this again."), what_to_do=(
-            f"Stream from a checkpoint that task07.py or task09_rope.py saved (--checkpoint PATH), or train one "
+            f"Stream from a checkpoint that task07.py, task09_rope.py or compare_rnn.py saved (--checkpoint PATH), or train one "
             f"in its place: python task07.py --checkpoint {shlex.quote(args.checkpoint)} --overwrite"))
         model, tokenizer = model_from_checkpoint(ckpt, device)
         prompt = tokenizer.encode(args.prompt)

@@ -10,6 +10,7 @@
     search.py      grids and the search            plots.py    loss curves and attention maps
     report.py      the whole course in one picture and one table (python -m gpt.report)
     device.py      cuda, mps or cpu, and the precision each runs natively
+    rnn.py         the baseline before attention: a GRU or LSTM language model (compare_rnn.py)
 """
 from .cpu_kernels import choose_avx2
 

@@ -16,11 +16,12 @@ import torch
 from .errors import UserError
 from .files import atomic_write
 from .modern import MLPS, POSITIONS, tie_weights
+from .rnn import RNNLanguageModel
 from .tokenizer import tokenizer_from_dict
 
 FORMAT = "gpt-curriculum-checkpoint/3"
 # What a checkpoint can rebuild, by class name: the models, and the MLPs inside them.
-MODELS = {cls.__name__: cls for cls in POSITIONS.values()}  # GPT, RotaryGPT
+MODELS = {cls.__name__: cls for cls in (*POSITIONS.values(), RNNLanguageModel)}  # GPT, RotaryGPT, the RNN
 MLP_CLASSES = {cls.__name__: cls for cls in MLPS.values()}
 
 
@@ -81,8 +82,10 @@ def model_payload(model) -> dict:
 def build_saved_model(model_class: str, model_args: dict):
     """The model a checkpoint's model_class and model_args describe, untrained."""
     args = dict(model_args)
-    tied, mlp = args.pop("tie_weights", False), MLP_CLASSES[args.pop("mlp")]
-    model = MODELS[model_class](**args, mlp=mlp)
+    tied = args.pop("tie_weights", False)
+    if "mlp" in args:  # a GPT's MLP, saved by its class's name
+        args["mlp"] = MLP_CLASSES[args["mlp"]]
+    model = MODELS[model_class](**args)
     return tie_weights(model) if tied else model
 
 
@@ -126,10 +129,10 @@ def resume(path, model, optimizer, tokenizer, state) -> str:
 
 def other_settings(checkpoint, saved: dict, model) -> str:
     """Why this run can't continue the model saved in checkpoint, and what to pass that would."""
-    from .reference import script
+    from .reference import SCRIPTS, script
 
     if saved["model_class"] != type(model).__name__:
-        if "task" not in saved:
+        if saved.get("task") not in SCRIPTS:  # compare_rnn.py's, which trains and compares, and resumes nothing
             return f"{checkpoint} holds a {saved['model_class']}, which this script can't continue"
         return (f"{checkpoint} holds {saved['task']}'s model (a {saved['model_class']}), which this script can't "
                 f"continue: python {script(saved['task'])} --checkpoint {shlex.quote(str(checkpoint))} --resume")

@@ -109,6 +109,14 @@ def device_rng_state(device: str) -> torch.Tensor | None:
     return None
 
 
+def synchronize(device: str) -> None:
+    """Wait for the work queued on the device to finish (a GPU runs asynchronously): before reading a clock."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
 def set_device_rng_state(device: str, state: torch.Tensor) -> None:
     if device == "cuda":
         torch.cuda.set_rng_state(state)

@@ -473,7 +473,7 @@ def check_cache(ctx: Context):
         idx = ctx.tokens(16)[:1]
         with torch.no_grad():
             full = model(idx)[0]
-            cache = model.new_kv_cache()
+            cache = model.new_cache()
             parts = [model(idx[:, :5], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, 16)]
     diff = max_diff(torch.cat(parts, 1), full)
     expect(diff < 1e-5, "the logits of a 5-token prompt, then one token at a time, equal a full forward",

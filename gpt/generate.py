@@ -2,7 +2,8 @@
 
 `generate` is the lecture's way: the whole context (cropped to block_size) runs through the model
 for every new token. `stream` (task 08) goes on forever with the model's key/value cache
-(gpt/kv_cache.py); `stream_without_cache` goes on forever the lecture's way, to compare with it.
+(gpt/kv_cache.py), or an RNN's hidden state (gpt/rnn.py); `stream_without_cache` goes on forever
+the lecture's way, to compare with it.
 """
 
 from collections.abc import Iterator
@@ -68,19 +69,21 @@ def stream(model, prompt: list[int], pick=None) -> Iterator[int]:
     each token from the model's next-token logits (1, V): `sampler(...)` by default; a measurement can
     pass one that returns the text's own next token instead.
 
-    Each new token costs one forward pass of a single position, through the model's key/value cache
-    (`model.new_kv_cache()`). When the cache is full (learned positions can't move their cached keys)
-    we keep the newest half of the window, compute its keys and values again from position 0 (one
-    forward pass of block_size/2 tokens) and go on: once every block_size/2 tokens, so the cost per
-    token stays bounded and every token sees at least block_size/2 tokens of context. A rotary
-    model's cache is a ring that never fills: once block_size tokens are in, every token sees a full
-    window, and nothing is computed again.
+    Each new token costs one forward pass of a single position, through what the model carries from
+    one call to the next (`model.new_cache()`): a GPT's key/value cache, or an RNN's hidden state
+    (gpt/rnn.py), which never fills, so that every token is read with all of the stream before it
+    (and the prompt's last block_size tokens). When a key/value cache is full (learned positions
+    can't move their cached keys) we keep the newest half of the window, compute its keys and values
+    again from position 0 (one forward pass of block_size/2 tokens) and go on: once every
+    block_size/2 tokens, so the cost per token stays bounded and every token sees at least
+    block_size/2 tokens of context. A rotary model's cache is a ring that never fills: once
+    block_size tokens are in, every token sees a full window, and nothing is computed again.
     """
     model.eval()
     pick = pick or sampler()
     device = next(model.parameters()).device
     window = first_window(prompt, model.block_size)
-    cache = model.new_kv_cache()
+    cache = model.new_cache()
     logits, _ = model(torch.tensor([window], device=device), cache=cache)  # prefill: (1, T, V)
     while True:
         token = pick(logits[:, -1])
@@ -88,7 +91,7 @@ def stream(model, prompt: list[int], pick=None) -> Iterator[int]:
         window = (window + [token])[-model.block_size:]
         if cache.full():  # keep the window's newest half and compute it again from position 0
             window = window[-max(1, model.block_size // 2):]
-            cache = model.new_kv_cache()
+            cache = model.new_cache()
             logits, _ = model(torch.tensor([window], device=device), cache=cache)
         else:
             logits, _ = model(torch.tensor([[token]], device=device), cache=cache)  # (1, 1, V)

@@ -8,6 +8,8 @@ import time
 
 from tqdm import tqdm
 
+from .device import synchronize
+
 
 class LearningRateSchedule:
     """Before each step, set the learning rate to lr_at(progress), progress being the fraction of the
@@ -49,6 +51,30 @@ class FinalEvaluation:
     def on_end(self, trainer):
         trainer.call("on_final_evaluation", self.n_batches)
         trainer.evaluate(self.n_batches, final=True)
+
+
+class StepTimes:
+    """How long the run's steps took: each step's time (its batch, forward, backward and update; an
+    evaluation counts in the step it comes before, which the median leaves out), and the training
+    time up to the last step, evaluations included. Put it before FinalEvaluation, so that `seconds`
+    stops before the final evaluation."""
+
+    def __init__(self):
+        self.steps, self.seconds, self.began = [], 0.0, 0.0
+
+    def before_step(self, trainer):
+        self.began = time.perf_counter()
+
+    def after_step(self, trainer):
+        synchronize(trainer.device)  # a GPU's step ends when its queued work does
+        self.steps.append(time.perf_counter() - self.began)
+
+    def on_end(self, trainer):
+        self.seconds = time.perf_counter() - trainer.started
+
+    def median(self) -> float:
+        ordered = sorted(self.steps)
+        return ordered[len(ordered) // 2] if ordered else float("nan")
 
 
 class ProgressBar:

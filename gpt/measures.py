@@ -8,10 +8,12 @@ subword (BPE) model can be compared.
 
     python -m gpt.measures positions --checkpoint checkpoints/task09.pt   # the val loss by position
     python -m gpt.measures window --checkpoint checkpoints/task09.pt      # what task 08's stream costs
+    python -m gpt.measures speed --checkpoint checkpoints/gru.pt          # task 08's characters per second
 """
 
 import itertools
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +122,26 @@ def stream_cost(model, tokenizer, n_chars: int, log=print) -> dict:
     return results
 
 
+def stream_speed(model, n_chars: int = 5000, edge: int = 500, seed: int = 1337) -> dict:
+    """Characters per second of task 08's stream (sampled at temperature 1, from token 0), over its
+    first `edge` characters (the prefill included), its last `edge` of n_chars, and all of them:
+    whether a character costs more as the stream goes on."""
+    from .generate import sampler, stream
+
+    n_chars, edge = max(n_chars, 1), min(edge, max(n_chars, 1))
+    pick = sampler(generator=torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    times = [time.perf_counter() for _ in itertools.islice(stream(model, [0], pick), n_chars)]
+    return {"chars": n_chars, "edge": edge, "first": edge / (times[edge - 1] - start),
+            "last": edge / (times[-1] - (times[-edge - 1] if n_chars > edge else start)),
+            "all": n_chars / (times[-1] - start)}
+
+
+def format_speed(speed: dict) -> str:
+    return (f"stream: {speed['all']:,.0f} characters/s over {speed['chars']:,} (first {speed['edge']}: "
+            f"{speed['first']:,.0f}/s, last {speed['edge']}: {speed['last']:,.0f}/s)")
+
+
 def loss_by_position(model, tokenizer, log=print) -> list[float]:
     """The validation loss by position in the window, in doubling ranges: how much the context helps,
     and what the loss averaged over a block_size window is made of."""
@@ -139,16 +161,18 @@ def main(argv=None) -> int:
     import argparse
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import Parser
+    from .config import Parser, at_least, checked
     from .device import DEVICES, describe_device, resolve_device
     from .exits import friendly_errors
 
     parser = Parser(prog="python -m gpt.measures", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("positions", "window"),
-                        help="the val loss by position in the window, or what task 08's stream costs in quality")
+    parser.add_argument("what", choices=("positions", "window", "speed"),
+                        help="the val loss by position in the window, what task 08's stream costs in quality, or "
+                             "how fast it streams")
     parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="the model (default: %(default)s)")
-    parser.add_argument("--chars", type=int, default=5000, help="window: characters of the validation split (default: 5000)")
+    parser.add_argument("--chars", type=checked(int, at_least(2)), default=5000,
+                        help="window: characters of the validation split; speed: characters streamed (default: 5000)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where the model runs (default: auto)")
     args = parser.parse_args(argv)
     with friendly_errors():  # a missing or foreign checkpoint: a message, not a traceback
@@ -157,8 +181,10 @@ def main(argv=None) -> int:
         model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint), device)
         if args.what == "positions":
             loss_by_position(model, tokenizer)
-        else:
+        elif args.what == "window":
             stream_cost(model, tokenizer, args.chars)
+        else:
+            print(format_speed(stream_speed(model, args.chars)))
     return 0
 
 

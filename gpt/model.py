@@ -310,7 +310,7 @@ class GPT(nn.Module):
             cache.advance(T)
         return logits, language_model_loss(logits, targets)
 
-    def new_kv_cache(self, batch: int = 1):
+    def new_cache(self, batch: int = 1):
         """An empty key/value cache for this model (task 08)."""
         return KVCache.for_model(self, batch)
 

@@ -151,7 +151,7 @@ class RotaryGPT(nn.Module):
             cache.advance(T)
         return logits, language_model_loss(logits, targets)
 
-    def new_kv_cache(self, batch: int = 1):
+    def new_cache(self, batch: int = 1):
         """A ring cache: a query-key score depends only on the two tokens' offset, so a cached key is
         valid wherever the window is, and the window can slide one token at a time, forever."""
         return RingKVCache.for_model(self, batch)

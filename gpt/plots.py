@@ -57,6 +57,45 @@ def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] |
     return fig
 
 
+def plot_loss_by_position(curves: dict, path, title: str):
+    """The val loss at each position of the window, one curve per model ({label: (mean, std)}, lists
+    over positions; std None for one seed, else shaded): how much each model gets out of more context.
+    On the right, each model's curve minus the first one's: the characters at each position are the
+    same for every model, so what is hard about them cancels and the difference shows where each model
+    is better. Returns the figure (closed)."""
+    from .files import atomic_write
+
+    plt = pyplot()
+    fig, (ax, diff_ax) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    (first_label, (first, _)), colors = next(iter(curves.items())), {}
+    for label, (mean, std) in curves.items():
+        positions = range(len(mean))
+        line, = ax.plot(positions, mean, lw=1.6, label=label)
+        colors[label] = line.get_color()
+        if std is not None:
+            ax.fill_between(positions, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=line.get_color(), alpha=0.2)
+    diff_ax.axhline(0.0, color=colors[first_label], lw=1.2, label=first_label)
+    for label, (mean, _) in list(curves.items())[1:]:
+        diff_ax.plot(range(len(mean)), [m - f for m, f in zip(mean, first)], lw=1.4, color=colors[label],
+                     label=f"{label} − {first_label}")
+    ticks = [t for t in (0, 1, 2, 4, 8, 16, 32, 64, 128, 256) if t < len(first)] + [len(first) - 1]
+    for a in (ax, diff_ax):
+        a.set_xscale("symlog", linthresh=1)
+        a.set_xticks(sorted(set(ticks)), [str(t) for t in sorted(set(ticks))])
+        a.set_xlabel("characters of context (position in the window)")
+        a.grid(alpha=0.3)
+        a.legend(frameon=False)
+    ax.set_ylabel("val loss (nats per character)")
+    ax.set_title(title)
+    diff_ax.set_ylabel("difference in val loss (below 0: lower)")
+    diff_ax.set_title(f"against {first_label}, position by position")
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return fig
+
+
 def attention_modules(model) -> list[tuple[str, torch.nn.Module]]:
     """The model's attention layers, in the order its forward runs them (none nested in another)."""
     found = []

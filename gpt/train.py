@@ -111,9 +111,10 @@ class Trainer:
     when the loop is left, however it is left (Ctrl-C included).
     """
 
-    def __init__(self, model, optimizer, data, cfg, hooks=(), state=None):
+    def __init__(self, model, optimizer, data, cfg, hooks=(), state=None, batches=None):
         self.model, self.optimizer, self.data, self.cfg = model, optimizer, data, cfg
         self.hooks = list(hooks)
+        self.batches = batches or self.random_windows  # batches(state) -> (x, y): each step's training batch
         self.state = state if state is not None else TrainingState(cfg.seed)
         self.device = device_of(model)
         self.precision = choose_precision(self.device, cfg.precision)  # every forward pass runs under it
@@ -151,7 +152,7 @@ class Trainer:
             last = it == cfg.max_iters - 1 and self.last_step_evaluation
             if (it % cfg.eval_interval == 0 and it != resumed_at) or last:
                 self.evaluate(cfg.eval_iters)
-            x, y = get_batch(self.data.train, cfg.batch_size, cfg.block_size, state.batch_generator)  # (B, T), (B, T)
+            x, y = self.batches(state)  # (B, T), (B, T)
             optimizer.zero_grad(set_to_none=True)  # before the forward pass: micro-steps add up their gradients
             micro_batches = this_ranks_share(x, y, cfg.grad_accum)  # one (x, y) for one process and one step
             for i, (xm, ym) in enumerate(micro_batches):
@@ -165,6 +166,10 @@ class Trainer:
         else:
             state.iter = cfg.max_iters
         self.call("on_end")
+
+    def random_windows(self, state) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lecture's batch: batch_size windows of block_size tokens at random places in the training split."""
+        return get_batch(self.data.train, self.cfg.batch_size, self.cfg.block_size, state.batch_generator)
 
     def evaluate(self, n_batches: int, final: bool = False) -> dict | None:
         """Estimate the loss on both splits with n_batches batches each, record it, and tell the hooks.
@@ -186,28 +191,33 @@ class Trainer:
         return self.state.state_dict(self.device, self.scaler)
 
 
-def train(model, optimizer, data, cfg, hooks=(), state=None) -> list[dict]:
+def train(model, optimizer, data, cfg, hooks=(), state=None, batches=None) -> list[dict]:
     """Train model on data.train for cfg.max_iters steps of cfg.batch_size windows of cfg.block_size
     tokens (in cfg.grad_accum micro-steps, and shared among torchrun's processes: gpt/distributed.py),
     estimating the loss on both splits every cfg.eval_interval steps (cfg.eval_iters batches
     each) and at the last step, as the lecture does ("Epoch 4999"). Returns the evaluations.
 
     hooks: what a longer run attaches (see Trainer). state: where a resumed run stands (a fresh run
-    starts from cfg.seed). The precision is cfg.precision on the model's device (gpt/device.py).
+    starts from cfg.seed). batches(state) -> (x, y): each step's batch, if not the lecture's random
+    windows (a stateful RNN's consecutive ones: gpt/rnn.py). The precision is cfg.precision on the
+    model's device (gpt/device.py).
     """
-    return Trainer(model, optimizer, data, cfg, hooks, state).run()
+    return Trainer(model, optimizer, data, cfg, hooks, state, batches).run()
 
 
 def seconds_per_step(model, batch_size: int, block_size: int, vocab_size: int, precision=None) -> float:
     """About how long one training step takes here: the faster of the last two of three timed forward
-    and backward passes (the first pays for warming up), in eval mode and without an update, so that
-    neither the model's weights nor any random state change."""
+    and backward passes (the first pays for warming up), in train mode as training runs them (a GPU's
+    RNN kernels run backward only in train mode), without an update, and with the random states that
+    dropout drew from put back after: neither the model's weights nor any random state change."""
     device = device_of(model)
     precision = precision or choose_precision(device, "fp32")
     x = torch.randint(vocab_size, (batch_size, block_size), generator=torch.Generator().manual_seed(0))  # (B, T)
     x = x.to(device)
+    cpu_rng, device_rng, was_training = torch.get_rng_state(), device_rng_state(device), model.training
     times = []
-    with eval_mode(model):
+    model.train()
+    try:
         for _ in range(3):
             start = time.perf_counter()
             with precision.autocast():
@@ -215,7 +225,12 @@ def seconds_per_step(model, batch_size: int, block_size: int, vocab_size: int, p
             loss.backward()
             loss.item()  # waits for the device
             times.append(time.perf_counter() - start)
-    model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+        torch.set_rng_state(cpu_rng)
+        if device_rng is not None:
+            set_device_rng_state(device, device_rng)
+        model.zero_grad(set_to_none=True)
     return min(times[1:])
 
 

@@ -171,7 +171,7 @@ def test_bf16_autocast_runs_through_task09s_model_its_cached_stream_and_the_meas
     tokens = torch.randint(model.token_embedding.num_embeddings, (1, 12))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         full, _ = model(tokens)
-        cache = model.new_kv_cache()
+        cache = model.new_cache()
         cached = torch.cat([model(tokens[:, :5], cache=cache)[0], model(tokens[:, 5:], cache=cache)[0]], 1)
         streamed = list(itertools.islice(stream(model, tokens[0].tolist(), lambda logits: 0), 40))
     assert full.dtype == torch.bfloat16 and (cached.float() - full.float()).abs().max() < 0.1

@@ -270,7 +270,7 @@ def test_logits_through_a_kv_cache_token_by_token_equal_the_prompt_at_once(cls):
     idx = torch.randint(V, (1, T))
     with torch.no_grad():
         at_once, _ = model(idx)
-        cache = model.new_kv_cache()
+        cache = model.new_cache()
         one_by_one = torch.cat([model(idx[:, t:t + 1], cache=cache)[0] for t in range(T)], dim=1)
     assert cache.length == T
     diff = (one_by_one - at_once).abs().max().item()

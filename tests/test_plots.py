@@ -1,10 +1,11 @@
 import json
 
+import pytest
 import torch
 
 from gpt.model import GPT, AttentionHead, LanguageModel
 from gpt.modern import RotaryGPT
-from gpt.plots import attention_maps, attention_modules, plot_attention, plot_loss
+from gpt.plots import attention_maps, attention_modules, plot_attention, plot_loss, plot_loss_by_position
 
 PNG = b"\x89PNG\r\n\x1a\n"
 V = 30
@@ -15,6 +16,18 @@ def test_loss_curve_is_a_png_without_a_display(tmp_path, monkeypatch):
     history = [{"iter": i, "train": 4 - i / 1000, "val": 4.1 - i / 1000} for i in range(0, 2001, 500)]
     plot_loss(history, tmp_path / "loss.png", "task05", course=(1500, 2.5), band={"mean": 2.1, "std": 0.01, "seeds": 3})
     assert (tmp_path / "loss.png").read_bytes()[:8] == PNG
+
+
+def test_loss_by_position_draws_each_models_curve_and_shades_its_seed_spread(tmp_path):
+    gpt, gru = [3.0, 2.0, 1.6, 1.5], [3.0, 2.1, 1.8, 1.75]
+    fig = plot_loss_by_position({"GPT": (gpt, [0.1] * 4), "GRU": (gru, None)}, tmp_path / "p.png", "by position")
+    ax, diff = fig.axes
+    assert [line.get_label() for line in ax.lines] == ["GPT", "GRU"]
+    assert list(ax.lines[1].get_ydata()) == gru
+    assert len(ax.collections) == 1, "one shaded band: the GPT's spread over seeds, none for one seed"
+    assert [line.get_label() for line in diff.lines] == ["GPT", "GRU − GPT"]
+    assert list(diff.lines[1].get_ydata()) == pytest.approx([g - p for g, p in zip(gru, gpt)])
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG
 
 
 def test_attention_maps_are_the_weights_the_model_applies():

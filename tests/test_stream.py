@@ -55,7 +55,7 @@ def test_cached_logits_match_a_full_forward_pass(cls):
     idx = torch.randint(len(VOCAB), (1, BS))
     with torch.no_grad():
         full, _ = model(idx)
-        cache = model.new_kv_cache()
+        cache = model.new_cache()
         first = model(idx[:, :5], cache=cache)[0]
         rest = [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, BS)]
     cached = torch.cat([first, *rest], dim=1)
@@ -101,7 +101,7 @@ def test_the_cached_stream_equals_the_recomputing_stream_for_the_first_block_and
     assert diff < 1e-4, f"max difference {diff}"
 
     rope = small_model(cls=RotaryGPT)
-    cache = rope.new_kv_cache()
+    cache = rope.new_cache()
     assert isinstance(cache, RingKVCache) and not cache.full()
     with torch.no_grad():
         rope(torch.tensor([prompt]), cache=cache)
@@ -202,14 +202,14 @@ def test_rope_stream_with_several_layers_is_sliding_window_attention():
 @torch.no_grad()
 def test_the_rope_cache_is_a_ring_of_block_size_slots_and_a_learned_one_stops_at_block_size():
     rope = small_model(cls=RotaryGPT)
-    cache = rope.new_kv_cache()
+    cache = rope.new_cache()
     assert isinstance(cache, RingKVCache)
     rope(torch.tensor([[1, 2, 3]]), cache=cache)
     for t in range(3 * BS):
         rope(torch.tensor([[t % len(VOCAB)]]), cache=cache)
     assert cache.length == 3 + 3 * BS and cache.k.shape[3] == BS
     learned = small_model()
-    cache = learned.new_kv_cache()
+    cache = learned.new_cache()
     assert type(cache) is KVCache and not isinstance(cache, RingKVCache)
     learned(torch.tensor([list(range(BS))]), cache=cache)
     assert cache.full()

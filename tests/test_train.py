@@ -5,10 +5,10 @@ import torch
 
 from gpt.config import GPTConfig, TrainConfig
 from gpt.data import get_batch
-from gpt.hooks import FinalEvaluation, LearningRateSchedule, TimeBudget
+from gpt.hooks import FinalEvaluation, LearningRateSchedule, StepTimes, TimeBudget
 from gpt.model import GPT
 from gpt.schedules import SCHEDULES, cosine_schedule, schedule_for, sgdr_schedule, wsd_schedule
-from gpt.train import Trainer, estimate_loss, make_optimizer, train
+from gpt.train import Trainer, estimate_loss, make_optimizer, seconds_per_step, train
 
 V, T, C = 20, 8, 16
 
@@ -274,3 +274,41 @@ def test_on_close_is_called_when_a_hook_interrupts_the_run():
               hooks=[Recorder("a", events), CtrlC()])
     assert [e[1:] for e in events[-3:]] == [("before_step", 2), ("after_step", 2), ("on_close", 2)]
     assert all(e[1] != "on_end" for e in events), "an interrupted loop does not end: it closes"
+
+
+def test_the_loop_trains_on_the_batches_it_is_given_one_call_per_step_in_order():
+    torch.manual_seed(0)
+    model = tiny_model()
+    data = torch.arange(2000) % V
+    asked = []
+
+    def batches(state):  # the same two windows every step, so that what was trained on is known
+        asked.append(state.iter)
+        return data[:2 * T].view(2, T), data[1:2 * T + 1].view(2, T)
+
+    train(model, make_optimizer(model.parameters(), 1e-3), both(data),
+          run_cfg(batch_size=2, max_iters=6, eval_interval=100, eval_iters=1, seed=0), batches=batches)
+    assert asked == list(range(6))
+
+
+def test_timing_a_step_changes_neither_the_weights_nor_any_random_state_nor_the_mode():
+    torch.manual_seed(0)
+    model = tiny_model(dropout=0.5).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    before = torch.get_rng_state()
+    assert seconds_per_step(model, 4, T, V) > 0
+    assert torch.equal(torch.get_rng_state(), before), "dropout's draws while timing must be undone"
+    assert not model.training and all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_step_times_count_every_step_and_stop_before_the_final_evaluation():
+    torch.manual_seed(0)
+    model = tiny_model()
+    data = torch.arange(2000) % V
+    timer = StepTimes()
+    history = train(model, make_optimizer(model.parameters(), 1e-3), both(data),
+                    run_cfg(batch_size=2, max_iters=7, eval_interval=3, eval_iters=1, seed=0),
+                    hooks=[timer, FinalEvaluation(50)])
+    assert len(timer.steps) == 7 and 0 < timer.median() <= max(timer.steps)
+    assert timer.seconds <= history[-1]["time"], "the final evaluation comes after the training time"
