@@ -18,32 +18,27 @@ the state from one window to the next along consecutive windows of the text: unb
     python task08_infinite.py --checkpoint checkpoints/gru.pt      # stream from the GRU it saved
 """
 
+from course.config import at_least, checked, parse_config
+from course.distributed import launched_by_torchrun
+from course.exits import friendly_errors
+from course.files import atomic_write, check_writable
+from course.hooks import StepTimes
+from course.measures import format_speed, stream_speed
+from course.plots import plot_loss_by_position
+from course.presets import TASK07
+from course.run import LongRun, check_model
 import dataclasses
-import json
-import statistics
-import sys
-from pathlib import Path
-
-from gpt.config import at_least, checked, parse_config
 from gpt.data import load_dataset
-from gpt.device import choose_precision
-from gpt.distributed import launched_by_torchrun
 from gpt.errors import UserError
-from gpt.exits import friendly_errors
-from gpt.files import atomic_write, check_writable
-from gpt.hooks import StepTimes
-from gpt.measures import bits_per_char, format_speed, stream_speed
+from gpt.measures import bits_per_char
 from gpt.model import count_parameters
-from gpt.plots import plot_loss_by_position
-from gpt.presets import TASK07
 from gpt.rnn import RNNLanguageModel, StatefulTraining, check_stateful_length, hidden_size_for, loss_as_one_stream
-from gpt.run import (check_model, long_run_hooks, print_duration, print_flushed, print_start, report,
-                     seed_and_pick_device)
-from gpt.run_files import RunFiles
-from gpt.train import TrainingState, device_of, make_optimizer, train
+from gpt.train import make_optimizer
+import json
+from pathlib import Path
+import statistics
 from task07 import build_model as build_gpt
-
-import torch  # after gpt, which picks torch's CPU kernels before torch loads
+from torch import cat
 
 DEFAULTS = dataclasses.replace(TASK07["cpu"], checkpoint="")  # each model's checkpoint goes to --checkpoints
 
@@ -75,49 +70,42 @@ def arms_for(cells: list[str], stateful: bool, equal_time: bool, gpt: bool = Tru
     return arms
 
 
-def train_arm(arm: Arm, cfg, data, n_layer: int, gen_chars: int, log=print_flushed) -> dict:
+def train_arm(arm: Arm, cfg, data, n_layer: int, gen_chars: int) -> dict:
     """One arm, as task 07 trains its GPT: seeded, AdamW, the loop with its schedule and its table, the
     final evaluation, the report (measures, sample); then what the summary compares."""
-    log(f"\n=== {arm.label}, seed {cfg.seed} ===")
-    device = seed_and_pick_device(cfg)
-    vocab_size = data.tokenizer.vocab_size
-    model = (build_rnn(cfg, vocab_size, arm.cell, n_layer) if arm.cell else build_gpt(cfg, vocab_size)).to(device)
-    optimizer = make_optimizer(model.parameters(), cfg.learning_rate, cfg.weight_decay)
-    files = RunFiles(cfg.runs, "compare_rnn", f"compare_rnn/seed{cfg.seed}/{arm.name}", log)
-    print_start(cfg, model, log)
-    if arm.cell:  # the config line is the GPT's; this is what the RNN made of it
-        args = model.args
-        log(f"{arm.cell.upper()}: embedding {args['n_embd']}, {args['n_layer']} layers of {args['n_hidden']} units, "
-            f"the hidden size that gives it the GPT's number of parameters (n_head and n_layer are the GPT's)")
-    if arm.equal_time:
-        log(f"trains for {cfg.time_budget:.0f} s, the GPT's training time")
-    else:
-        print_duration(cfg, model, vocab_size, TrainingState(cfg.seed), log)
-    timer = StepTimes()
-    hooks = [timer] + long_run_hooks("compare_rnn", cfg, model, data.tokenizer, files, log)
-    trained = StatefulTraining(model, data.train, cfg.batch_size, cfg.block_size) if arm.stateful else model
-    batches = trained.batches if arm.stateful else None  # consecutive windows, or the lecture's random ones
-    history = train(torch.compile(trained) if cfg.compile else trained, optimizer, data, cfg, hooks, batches=batches)
-    measures = report("compare_rnn", cfg, model, data, history, files, cfg.checkpoint, log)["measures"]
-    return summary_row(arm, cfg, model, data, history, timer, measures, gen_chars, log)
+    print(f"\n=== {arm.label}, seed {cfg.seed} ===", flush=True)
+    build = (lambda c, vocab_size: build_rnn(c, vocab_size, arm.cell, n_layer)) if arm.cell else build_gpt
+    with LongRun("compare_rnn", cfg, build, overwrite=True, files=f"compare_rnn/seed{cfg.seed}/{arm.name}") as run:
+        model = build(cfg, data.tokenizer.vocab_size).to(run.device)
+        optimizer = make_optimizer(model.parameters(), cfg.learning_rate, cfg.weight_decay)
+        if arm.cell:  # the config line is the GPT's; this is what the RNN made of it
+            args = model.args
+            run.log(f"{arm.cell.upper()}: embedding {args['n_embd']}, {args['n_layer']} layers of {args['n_hidden']} "
+                    f"units, the hidden size that gives it the GPT's number of parameters (n_head and n_layer are "
+                    f"the GPT's)")
+        timer = StepTimes()
+        stateful = StatefulTraining(model, data.train, cfg.batch_size, cfg.block_size) if arm.stateful else None
+        history = run.train(model, optimizer, data, hooks=[timer], trains=stateful,
+                            batches=stateful.batches if stateful else None)  # consecutive windows, or random ones
+        measures = run.report(model, data, history)["measures"]
+        return summary_row(arm, cfg, model, data, history, timer, measures, gen_chars, run)
 
 
-def summary_row(arm: Arm, cfg, model, data, history, timer: StepTimes, measures: dict, gen_chars: int,
-                log=print_flushed) -> dict:
+def summary_row(arm: Arm, cfg, model, data, history, timer: StepTimes, measures: dict, gen_chars: int, run) -> dict:
     """What the summary table compares of a trained arm: its numbers, its times, how fast it streams,
     and for an RNN the validation split read as one stream."""
     speed = stream_speed(model, gen_chars, seed=cfg.seed)
-    log(format_speed(speed))
+    run.log(format_speed(speed))
     row = {"seed": cfg.seed, "parameters": count_parameters(model), "steps": len(timer.steps),
            "train": history[-1]["train"], "val": history[-1]["val"], "perplexity": measures["perplexity"],
            "bits_per_char": measures["bits_per_char"], "seconds": timer.seconds, "ms_per_step": 1000 * timer.median(),
            "chars_per_second": speed["all"], "first_chars_per_second": speed["first"],
            "last_chars_per_second": speed["last"], "loss_by_position": measures["loss_by_position"]}
     if arm.cell:  # the state carried through the whole split: each character read with everything before it
-        with choose_precision(device_of(model), cfg.precision).autocast():  # as report measured the windows
-            nats = loss_as_one_stream(model, torch.cat([data.train[-1:], data.val]))
+        with run.precision.autocast():  # as report measured the windows
+            nats = loss_as_one_stream(model, cat([data.train[-1:], data.val]))
         row["one_stream_bits_per_char"] = bits_per_char(nats, data.val_chars)
-        log(f"val read as one stream, the state carried through it: {row['one_stream_bits_per_char']:.3f} bits/char")
+        run.log(f"val read as one stream, the state carried through it: {row['one_stream_bits_per_char']:.3f} bits/char")
     return row
 
 
@@ -255,4 +243,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    raise SystemExit(0 if main() is not None else 1)

@@ -10,9 +10,9 @@ of English), https://doi.org/10.1002/j.1538-7305.1948.tb01338.x
     python task00_bigram.py --help    # every setting, with its default
 """
 
-from gpt.config import TrainConfig
+from course.config import TrainConfig
+from course.run import run_task
 from gpt.model import Bigram
-from gpt.run import run_task
 
 CONFIG = TrainConfig(batch_size=32, block_size=8, learning_rate=1e-2, max_iters=5000, seed=1337)
 

@@ -10,9 +10,9 @@ Paper: Vaswani et al. 2017, "Attention Is All You Need", https://arxiv.org/abs/1
     python task01.py --help           # every setting, with its default
 """
 
-from gpt.config import HeadConfig
+from course.config import HeadConfig
+from course.run import run_task
 from gpt.model import AttentionHead, LanguageModel
-from gpt.run import run_task
 
 CONFIG = HeadConfig(batch_size=32, block_size=8, n_embd=32, learning_rate=1e-3, max_iters=5000, seed=1337)
 

@@ -8,9 +8,9 @@ Paper: Vaswani et al. 2017, section 3.2.2, https://arxiv.org/abs/1706.03762
     python task02.py
 """
 
-from gpt.config import MultiHeadConfig
+from course.config import MultiHeadConfig
+from course.run import run_task
 from gpt.model import LanguageModel, MultiHeadAttention
-from gpt.run import run_task
 
 CONFIG = MultiHeadConfig(batch_size=32, block_size=8, n_embd=32, n_head=4, learning_rate=1e-3, max_iters=5000,
                          seed=1337)

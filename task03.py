@@ -6,11 +6,10 @@ think about what it gathered, each token on its own: a Linear(n_embd, n_embd) fo
     python task03.py
 """
 
-from gpt.config import MultiHeadConfig
+from course.config import MultiHeadConfig
+from course.run import run_task
 from gpt.model import FeedForward, LanguageModel, MultiHeadAttention
-from gpt.run import run_task
-
-import torch.nn as nn  # after gpt, which picks torch's CPU kernels before torch loads
+from torch import nn
 
 CONFIG = MultiHeadConfig(batch_size=32, block_size=8, n_embd=32, n_head=4, learning_rate=1e-3, max_iters=5000,
                          seed=1337)

@@ -7,11 +7,10 @@ layer, and optimisation struggles (compare the val loss with task 03's). Task 05
     python task04.py
 """
 
-from gpt.config import StackConfig
+from course.config import StackConfig
+from course.run import run_task
 from gpt.model import Block, FeedForward, LanguageModel, MultiHeadAttention
-from gpt.run import run_task
-
-import torch.nn as nn  # after gpt, which picks torch's CPU kernels before torch loads
+from torch import nn
 
 CONFIG = StackConfig(batch_size=32, block_size=8, n_embd=32, n_head=4, n_layer=3, learning_rate=1e-3,
                      max_iters=5000, seed=1337)

@@ -9,11 +9,10 @@ grows to n_embd -> 4 n_embd -> n_embd, as in the paper.
     python task05.py
 """
 
-from gpt.config import StackConfig
+from course.config import StackConfig
+from course.run import run_task
 from gpt.model import MLP, LanguageModel, ProjectedAttention, ResidualBlock
-from gpt.run import run_task
-
-import torch.nn as nn  # after gpt, which picks torch's CPU kernels before torch loads
+from torch import nn
 
 CONFIG = StackConfig(batch_size=32, block_size=8, n_embd=32, n_head=4, n_layer=3, learning_rate=1e-3,
                      max_iters=5000, seed=1337)

@@ -21,56 +21,30 @@ evaluation of 200 batches per split after the last step: the number to report.
     python task07.py --tokenizer bpe --vocab-size 512 --checkpoint checkpoints/task07-bpe.pt  # subword tokens
 """
 
-import dataclasses
-import sys
-
-from gpt.config import GPTConfig, parse_config
-from gpt.checkpoint import resume
+from course.config import GPTConfig, parse_config
+from course.distributed import is_main_process
+from course.exits import friendly_errors
+from course.presets import TASK07, choose_preset
+from course.run import LongRun
+from course.search import SEARCHABLE, grid_asked, search
 from gpt.data import load_dataset
-from gpt.distributed import DataParallel, is_main_process, launched_by_torchrun
-from gpt.files import check_writable
 from gpt.model import GPT
-from gpt.presets import TASK07, TASK07_SEARCH, choose_preset
-from gpt.errors import UserError
-from gpt.exits import friendly_errors
-from gpt.run import (check_model, check_models, check_writable_outputs, long_run_files, long_run_hooks,
-                     print_duration, print_flushed, print_nothing, print_start, report,
-                     seed_and_pick_device)
-from gpt.search import SEARCHABLE, grid_points, run_trials
-from gpt.train import TrainingState, make_optimizer, train
-
-import torch  # after gpt, which picks torch's CPU kernels before torch loads
+from gpt.train import make_optimizer
 
 
 def build_model(cfg: GPTConfig, vocab_size: int) -> GPT:
     return GPT(vocab_size, cfg.block_size, cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.dropout)
 
 
-def train_gpt(cfg: GPTConfig, resume_run: bool = False, overwrite: bool = False, log=print_flushed,
-              progress=None) -> dict:
-    """One run, in the lesson's order: settings checked, data, model, optimizer, train, report. Under
-    torchrun, one of several processes that train it together (gpt/distributed.py)."""
-    check_model(build_model, cfg)
-    check_writable_outputs(cfg, cfg.checkpoint, resume_run, overwrite)
-    device = seed_and_pick_device(cfg)
-    with DataParallel(cfg, device) as processes:  # torchrun's processes, or this one alone
-        log, progress = (log, progress) if processes.main else (print_nothing, False)  # process 0 speaks
+def train_gpt(cfg: GPTConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+    """One run, in the lesson's order: settings, data, model, optimizer, train, report. Under torchrun,
+    one of several processes that train it together (course/distributed.py). quiet: print nothing."""
+    with LongRun("task07", cfg, build_model, resume, overwrite, quiet=quiet) as run:
         data = load_dataset(cfg.data, cfg.tokenizer, cfg.vocab_size)
-        model = build_model(cfg, data.tokenizer.vocab_size).to(device)
+        model = build_model(cfg, data.tokenizer.vocab_size).to(run.device)
         optimizer = make_optimizer(model.parameters(), cfg.learning_rate, cfg.weight_decay)
-        state = TrainingState(cfg.seed)
-        resumed = resume(cfg.checkpoint, model, optimizer, data.tokenizer, state) if resume_run else ""
-        files = long_run_files("task07", cfg, log)
-        print_start(cfg, model, log, processes.describe(cfg.batch_size, cfg.grad_accum))
-        if resumed:
-            log(resumed)
-        print_duration(cfg, model, data.tokenizer.vocab_size, state, log)
-        trained = processes.wrap(torch.compile(model) if cfg.compile else model)  # saved and measured: model
-        hooks = long_run_hooks("task07", cfg, model, data.tokenizer, files, log, progress)
-        history = train(trained, optimizer, data, cfg, hooks, state)
-        if not processes.main:
-            return {"history": history}
-        return report("task07", cfg, model, data, history, files, cfg.checkpoint, log)
+        history = run.train(model, optimizer, data)
+        return run.report(model, data, history)
 
 
 def extra_flags(parser):
@@ -84,19 +58,8 @@ def extra_flags(parser):
 def main(argv=None):
     preset, why = choose_preset(argv, TASK07)
     cfg, args = parse_config(TASK07[preset], argv, description=__doc__, extra=extra_flags, multi=SEARCHABLE)
-    grid = {k: getattr(args, k) for k in SEARCHABLE if len(getattr(args, k)) > 1}
-    if args.search or grid:
-        with friendly_errors():
-            if launched_by_torchrun():
-                raise UserError("a grid or the search trains its trials one after the other in one process: run it "
-                                "with python")
-            points = TASK07_SEARCH if args.search else grid_points(grid)
-            trials = [dataclasses.replace(cfg, **p, checkpoint="", runs="", sample_tokens=0) for p in points]
-            check_models(build_model, [(f"trial {i}", trial) for i, trial in enumerate(trials)])
-            check_writable(args.csv, "--csv")
-            print(f"{len(points)} trials from the {preset} preset, one after the other")
-            train_quietly = lambda trial: train_gpt(trial, log=lambda *_: None, progress=False)  # noqa: E731
-            return run_trials(train_quietly, trials, points, args.csv, f"python task07.py --preset {preset}")
+    if args.search or grid_asked(args):  # several values for a setting: a trial for each combination
+        return search(cfg, args, preset, build_model, lambda trial: train_gpt(trial, quiet=True))
     with friendly_errors(checkpoint=cfg.checkpoint):
         if is_main_process():
             print(f"preset: {preset} ({why})")
@@ -104,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    raise SystemExit(0 if main() is not None else 1)

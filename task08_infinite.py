@@ -1,6 +1,7 @@
-"""Task 08: infinite Shakespeare, streamed from the best model until you press Ctrl-C.
+"""Task 08: infinite Shakespeare, streamed from a trained model until you press Ctrl-C.
 
-Loads a checkpoint (task 07's by default) and prints one character at a time, as fast as the model
+Loads a checkpoint (task 07's by default; task 09's and compare_rnn.py's GRU end lower, and stream the
+same way with --checkpoint) and prints one character at a time, as fast as the model
 produces them, forever. Each new character costs one forward pass of one position: the attention
 layers keep the keys and values of the characters before it (a key/value cache, gpt/kv_cache.py,
 passed to the model's own forward), instead of recomputing the whole context for every character
@@ -17,25 +18,17 @@ block_size characters on: every character costs one step, and the context never 
     python task08_infinite.py --checkpoint checkpoints/gru.pt   # compare_rnn.py's GRU
 """
 
-import argparse
-import itertools
-import os
-import shlex
-import sys
-
-from gpt.checkpoint import load_checkpoint, model_from_checkpoint
-from gpt.config import Parser, at_least, checked, probability
-from gpt.device import DEVICES, resolve_device
-from gpt.errors import Terminated, UserError
-from gpt.files import write_error
+from course.checkpoint import load_model
+from course.config import Parser, at_least, checked, probability
+from course.device import DEVICES
+from course.exits import friendly_errors
+from course.output import write_stream
 from gpt.generate import sampler, stream, stream_without_cache
-from gpt.exits import friendly_errors
-
-import torch  # after gpt, which picks torch's CPU kernels before torch loads
+from torch import Generator
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--checkpoint", default="checkpoints/task07.pt", help="model to stream from (default: %(default)s)")
     p.add_argument("--prompt", default="\n", help="text to start from (default: a newline)")
     p.add_argument("--temperature", type=checked(float, at_least(0)), default=1.0,
@@ -54,49 +47,13 @@ def parse_args(argv=None):
 
 def main(argv=None, out=None) -> int:
     args = parse_args(argv)
-    out = out or sys.stdout
-    if out is None:  # started with standard output closed (>&-): no one to stream to
-        print("standard output is closed, so there is nowhere to stream to; nothing was done. Run it with the "
-              "output on the screen, or into a file: python task08_infinite.py --max-new-tokens 2000 > sonnet.txt",
-              file=sys.stderr)
-        return 0
     with friendly_errors():
-        device = resolve_device(args.device)
-        ckpt = load_checkpoint(args.checkpoint, how_to_make_one=(  # read on the CPU, moved below
-            "Train one first: python task07.py (minutes on a CPU), then run this again."), what_to_do=(
-            f"Stream from a checkpoint that task07.py, task09_rope.py or compare_rnn.py saved (--checkpoint PATH), or train one "
-            f"in its place: python task07.py --checkpoint {shlex.quote(args.checkpoint)} --overwrite"))
-        model, tokenizer = model_from_checkpoint(ckpt, device)
-        prompt = tokenizer.encode(args.prompt)
-        generator = torch.Generator().manual_seed(args.seed)
-        pick = sampler(args.temperature, args.top_k, args.top_p, generator)
-        tokens = (stream_without_cache if args.no_cache else stream)(model, prompt, pick)
-        if args.max_new_tokens is not None:
-            tokens = itertools.islice(tokens, args.max_new_tokens)
-        text_of = tokenizer.stream_decoder()
-        try:
-            out.write(args.prompt)
-            for token in tokens:
-                out.write(text_of(token))
-                out.flush()
-            out.write("\n")
-            out.flush()
-        except KeyboardInterrupt as e:  # Ctrl-C: the way to stop an endless stream, not an error
-            out.write("\n")
-            out.flush()
-            if isinstance(e, Terminated):  # SIGTERM: stopped from outside, and says so (exit 143)
-                raise
-        except BrokenPipeError:  # the reader went away (| head): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        except OSError as e:  # > a file on a full disk
-            if write_error(e) is None:
-                raise
-            if out is sys.stdout:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the rest can't be written either
-            raise UserError(f"could not write the stream to standard output: {write_error(e)}; what was "
-                            f"written before is there") from None
+        model, tokenizer = load_model(args.checkpoint, args.device, "python task08_infinite.py")
+        pick = sampler(args.temperature, args.top_k, args.top_p, Generator().manual_seed(args.seed))
+        tokens = (stream_without_cache if args.no_cache else stream)(model, tokenizer.encode(args.prompt), pick)
+        write_stream(args.prompt, tokens, tokenizer.stream_decoder(), args.max_new_tokens, out)  # until Ctrl-C
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

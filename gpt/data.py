@@ -1,16 +1,16 @@
-"""Tiny Shakespeare: download (once, verified), split 90/10, and sample training batches."""
+"""Tiny Shakespeare: the text, split 90/10 into training and validation, tokenized, and sampled in
+random windows (the lecture's batches).
 
-import hashlib
-import urllib.error
-import urllib.request
+The text is data/input.txt in the repository; a task script downloads it there the first time
+(course/download.py), and any text file works instead (`--data my.txt`).
+"""
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .errors import UserError
-from .files import atomic_write
 from .tokenizer import BPETokenizer, CharTokenizer
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -19,56 +19,20 @@ DEFAULT_NAME = "data/input.txt"  # the default --data: the repository's data/inp
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / DEFAULT_NAME
 
 
-def _where_to_put_it(path: Path) -> str:
-    return (
-        f"Download {URL}\n"
-        f"and save it as {path} (sha256 {SHA256}), then run the script again."
-    )
-
-
-def download(path: Path, url: str = URL, sha256: str = SHA256, opener=urllib.request.urlopen) -> None:
-    """Fetch url into path, with a progress bar; the file appears only if its hash matches."""
-    try:
-        digest = hashlib.sha256()
-        with atomic_write(path) as out, opener(url) as response:  # the cache is either absent or complete
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {path.name}",
-                      disable=None) as bar:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            if digest.hexdigest() != sha256:
-                raise UserError(
-                    f"the file downloaded from {url} has sha256 {digest.hexdigest()}, expected {sha256}.\n"
-                    + _where_to_put_it(path)
-                )
-    except (urllib.error.URLError, OSError) as e:
-        raise UserError(f"could not download Tiny Shakespeare ({e}).\n" + _where_to_put_it(path)) from None
-
-
 def is_tiny_shakespeare(path) -> bool:
     """Whether path names the default text (None, the default name, or the file itself)."""
     return path is None or str(path) == DEFAULT_NAME or Path(path).resolve() == DEFAULT_PATH
 
 
-def load_text(path=None, url: str = URL, opener=urllib.request.urlopen) -> str:
-    """The training text: `path` if given, else Tiny Shakespeare from the cache (downloaded if missing)."""
-    if is_tiny_shakespeare(path):
-        path = DEFAULT_PATH
-        if not path.exists():
-            download(path, url, SHA256, opener=opener)
-        raw = path.read_bytes()
-        if hashlib.sha256(raw).hexdigest() != SHA256:
-            raise UserError(
-                f"{path} is not the expected Tiny Shakespeare (sha256 mismatch): it may be truncated or edited.\n"
-                f"Delete it to download it again, or: " + _where_to_put_it(path)
-            )
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"no data file at {path}: pass --data with the path of a text file")
-        raw = path.read_bytes()
+def load_text(path=None) -> str:
+    """The training text: the file at path, or Tiny Shakespeare's data/input.txt by default."""
+    path = DEFAULT_PATH if is_tiny_shakespeare(path) else Path(path)
+    if not path.is_file():
+        if path == DEFAULT_PATH:
+            raise UserError(f"Tiny Shakespeare is not at {path} yet: any task script downloads it (python task01.py), "
+                            f"or save {URL} there yourself")
+        raise UserError(f"no data file at {path}: pass --data with the path of a text file")
+    raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

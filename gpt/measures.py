@@ -4,21 +4,15 @@ position of the window, which shows how much the context helps.
 
 Loss and perplexity are per token, so they depend on the tokenizer; bits per character divide the
 same total by the number of characters of the text instead, so a character-level model and a
-subword (BPE) model can be compared.
-
-    python -m gpt.measures positions --checkpoint checkpoints/task09.pt   # the val loss by position
-    python -m gpt.measures window --checkpoint checkpoints/task09.pt      # what task 08's stream costs
-    python -m gpt.measures speed --checkpoint checkpoints/gru.pt          # task 08's characters per second
+subword (BPE) model can be compared. (`python -m course.measures` prints them for a checkpoint.)
 """
 
 import itertools
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
 from .model import eval_mode
 from .train import EVAL_TOKENS
 
@@ -77,116 +71,19 @@ def measure_val(model, data, block_size: int) -> dict:
     return measure(model, torch.cat([data.train[-1:], data.val]), data.val_chars, block_size)
 
 
-def format_measures(split: str, m: dict) -> str:
-    """One line in a fixed format, e.g.
-    val (111,540 characters): loss 2.0612 | perplexity 7.86 | 2.974 bits/char | top-1 40.1% | top-5 76.3%"""
-    size = f"{m['chars']:,} characters" + (f", {m['tokens']:,} tokens" if m["tokens"] != m["chars"] else "")
-    return (f"{split} ({size}): loss {m['loss']:.4f} | perplexity {m['perplexity']:.2f} | "
-            f"{m['bits_per_char']:.3f} bits/char | top-1 {100 * m['top1']:.1f}% | top-5 {100 * m['top5']:.1f}%")
+@torch.no_grad()
+def stream_cost(model, ids: list[int], stream) -> float:
+    """Bits per character of the text ids when task 08's stream (gpt.generate.stream, or
+    stream_without_cache) reads it: each next character scored from the logits the stream computes,
+    then the text's own character fed on. What a way of handling a full window costs in quality."""
+    nll, feed = 0.0, iter(ids[1:])
 
+    def pick(logits):  # score the text's next character, then feed it on
+        nonlocal nll
+        token = next(feed)
+        nll -= F.log_softmax(logits[0].float(), dim=-1)[token].item()
+        return token
 
-def shakespeare_for(tokenizer, what: str):
-    """Tiny Shakespeare, for a character-level model of it (the one tokenizer these measures read)."""
-    from .data import load_dataset
-
-    data = load_dataset()
-    if data.tokenizer.to_dict() != tokenizer.to_dict():
-        raise UserError(f"{what} reads Tiny Shakespeare's validation split: give a character-level model of it")
-    return data
-
-
-def stream_cost(model, tokenizer, n_chars: int, log=print) -> dict:
-    """Bits per character of the validation text when task 08's stream reads it: each next character
-    scored from the logits the stream computes, then the text's own character fed on. With the cache
-    and by recomputing the last block_size characters: what the cache's way of handling a full window
-    costs in quality."""
-    from .generate import stream, stream_without_cache
-
-    data = shakespeare_for(tokenizer, "window")
-    text = data.val[:n_chars].tolist()
-    log(f"{len(text) - 1} characters of the validation split, block_size {model.block_size}")
-    results = {}
-    for name, way in (("cache", stream), ("recompute", stream_without_cache)):
-        nll, feed = 0.0, iter(text[1:])
-
-        def pick(logits):  # score the text's next character, then feed it on
-            nonlocal nll
-            token = next(feed)
-            nll -= F.log_softmax(logits[0].float(), dim=-1)[token].item()
-            return token
-
-        for _ in itertools.islice(way(model, text[:1], pick), len(text) - 1):
-            pass
-        results[name] = bits_per_char(nll, len(text) - 1)
-        log(f"  {name:>9}: {results[name]:.4f} bits/char")
-    return results
-
-
-def stream_speed(model, n_chars: int = 5000, edge: int = 500, seed: int = 1337) -> dict:
-    """Characters per second of task 08's stream (sampled at temperature 1, from token 0), over its
-    first `edge` characters (the prefill included), its last `edge` of n_chars, and all of them:
-    whether a character costs more as the stream goes on."""
-    from .generate import sampler, stream
-
-    n_chars, edge = max(n_chars, 1), min(edge, max(n_chars, 1))
-    pick = sampler(generator=torch.Generator().manual_seed(seed))
-    start = time.perf_counter()
-    times = [time.perf_counter() for _ in itertools.islice(stream(model, [0], pick), n_chars)]
-    return {"chars": n_chars, "edge": edge, "first": edge / (times[edge - 1] - start),
-            "last": edge / (times[-1] - (times[-edge - 1] if n_chars > edge else start)),
-            "all": n_chars / (times[-1] - start)}
-
-
-def format_speed(speed: dict) -> str:
-    return (f"stream: {speed['all']:,.0f} characters/s over {speed['chars']:,} (first {speed['edge']}: "
-            f"{speed['first']:,.0f}/s, last {speed['edge']}: {speed['last']:,.0f}/s)")
-
-
-def loss_by_position(model, tokenizer, log=print) -> list[float]:
-    """The validation loss by position in the window, in doubling ranges: how much the context helps,
-    and what the loss averaged over a block_size window is made of."""
-    m = measure_val(model, shakespeare_for(tokenizer, "positions"), model.block_size)
-    by_position = m["loss_by_position"]
-    log(f"val loss {m['loss']:.4f} over windows of {model.block_size}; by position (tokens of context):")
-    start = 0
-    while start < len(by_position):
-        end = min(len(by_position), max(1, 2 * start))
-        part = by_position[start:end]
-        log(f"  {start:>4}-{end - 1:<4} {sum(part) / len(part):.4f}")
-        start = end
-    return by_position
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import Parser, at_least, checked
-    from .device import DEVICES, describe_device, resolve_device
-    from .exits import friendly_errors
-
-    parser = Parser(prog="python -m gpt.measures", description=__doc__,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("positions", "window", "speed"),
-                        help="the val loss by position in the window, what task 08's stream costs in quality, or "
-                             "how fast it streams")
-    parser.add_argument("--checkpoint", default="checkpoints/task07.pt", help="the model (default: %(default)s)")
-    parser.add_argument("--chars", type=checked(int, at_least(2)), default=5000,
-                        help="window: characters of the validation split; speed: characters streamed (default: 5000)")
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where the model runs (default: auto)")
-    args = parser.parse_args(argv)
-    with friendly_errors():  # a missing or foreign checkpoint: a message, not a traceback
-        device = resolve_device(args.device)
-        print(f"device: {describe_device(device)}", flush=True)
-        model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint), device)
-        if args.what == "positions":
-            loss_by_position(model, tokenizer)
-        elif args.what == "window":
-            stream_cost(model, tokenizer, args.chars)
-        else:
-            print(format_speed(stream_speed(model, args.chars)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    for _ in itertools.islice(stream(model, ids[:1], pick), len(ids) - 1):
+        pass
+    return bits_per_char(nll, len(ids) - 1)

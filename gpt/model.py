@@ -26,21 +26,30 @@ from .kv_cache import KVCache
 
 
 def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs)) with the future masked out: row t says how much token t reads from each s <= t."""
+    """softmax(q k^T / sqrt(hs)) with the future masked out: row t says how much token t reads from each s <= t.
+    The lecture's arithmetic, as task 01's head writes it out."""
     T = q.size(-2)
-    scores = q @ k.transpose(-2, -1) * q.size(-1) ** -0.5  # (..., T, hs) @ (..., hs, T) -> (..., T, T)
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    scores = scores.masked_fill(~mask, float("-inf"))
-    return F.softmax(scores, dim=-1)  # (..., T, T), each row sums to 1
+    wei = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (..., T, hs) @ (..., hs, T) -> (..., T, T)
+    wei = wei.masked_fill(~causal_mask(T, q.device), float("-inf"))  # (..., T, T)
+    return F.softmax(wei, dim=-1)  # (..., T, T), each row sums to 1
 
 
-def causal_attention(q, k, v, dropout: float = 0.0) -> torch.Tensor:
-    """Causal scaled dot-product attention: (..., T, hs) queries, keys and values -> (..., T, hs).
+def causal_mask(T: int, device) -> torch.Tensor:
+    """(T, T), True where query t may read key s: s <= t (the lecture's tril)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
-    The same result as `causal_attention_weights(q, k) @ v` (tests check it), computed by PyTorch's
-    fused kernel, which at these sizes is faster on a CPU and uses flash attention on a GPU.
-    """
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+
+def causal_attention(q, k, v, dropout: float = 0.0, fused: bool = True) -> torch.Tensor:
+    """Causal scaled dot-product attention of every head at once: (..., T, hs) queries, keys and values
+    -> (..., T, hs), dropout (a probability) on the weights.
+
+    fused: PyTorch's scaled_dot_product_attention, one kernel (flash attention on a GPU), faster where
+    speed matters; otherwise the lecture's arithmetic written out. The two agree to rounding (tests
+    check it)."""
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+    wei = causal_attention_weights(q, k)  # (..., T, T)
+    return F.dropout(wei, dropout) @ v  # (..., T, T) @ (..., T, hs) -> (..., T, hs)
 
 
 class Bigram(nn.Module):
@@ -69,10 +78,15 @@ class AttentionHead(nn.Module):
         self.value = nn.Linear(n_embd, head_size, bias=False)
 
     def forward(self, x):
+        B, T, C = x.shape
         k = self.key(x)  # (B, T, C) -> (B, T, hs)
         q = self.query(x)  # (B, T, C) -> (B, T, hs)
+        # how much each token reads from each other one: its query against their keys, scaled by 1/sqrt(hs)
+        wei = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (B, T, hs) @ (B, hs, T) -> (B, T, T)
+        wei = wei.masked_fill(~causal_mask(T, x.device), float("-inf"))  # no token reads the future
+        wei = F.softmax(wei, dim=-1)  # (B, T, T), each row sums to 1
         v = self.value(x)  # (B, T, C) -> (B, T, hs)
-        return causal_attention(q, k, v)  # (B, T, hs)
+        return wei @ v  # (B, T, T) @ (B, T, hs) -> (B, T, hs)
 
     def attention_weights(self, x):
         """The weights this head's forward applies to its values: (B, 1, T, T), one head."""
@@ -86,7 +100,8 @@ class MultiHeadAttention(nn.Module):
     The lesson's code keeps a list of `AttentionHead`s and concatenates what each returns. Here the
     heads' queries, keys and values come out of one Linear, and the heads are a dimension of one
     tensor, so that all of them run in one batched matmul; tests prove it equals separate
-    `AttentionHead`s with the same weights.
+    `AttentionHead`s with the same weights. From here on attention runs PyTorch's fused kernel
+    (`fused`); set it to False to run the lecture's arithmetic written out, which gives the same numbers.
     """
 
     def __init__(self, n_embd: int, n_head: int):
@@ -96,6 +111,7 @@ class MultiHeadAttention(nn.Module):
         self.n_head = n_head
         self.head_size = n_embd // n_head
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False)  # rows: all heads' queries, then keys, then values
+        self.fused = True  # causal_attention's fused kernel, or (False) the arithmetic written out
 
     def queries_keys_values(self, x):
         """Queries, keys and values of every head: (B, T, C) -> 3 x (B, nh, T, hs)."""
@@ -105,7 +121,7 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x):
         q, k, v = self.queries_keys_values(x)  # 3 x (B, nh, T, hs)
-        out = causal_attention(q, k, v)  # (B, nh, T, hs): each head attends on its own
+        out = causal_attention(q, k, v, fused=self.fused)  # (B, nh, T, hs): each head attends on its own
         return concat_heads(out)  # (B, T, C)
 
     def attention_weights(self, x):
@@ -245,7 +261,7 @@ class CausalSelfAttention(ProjectedAttention):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float):
         super().__init__(n_embd, n_head)
-        self.dropout = dropout  # New: the probability; the fused kernel applies it to the weights
+        self.dropout = dropout  # New: the probability of dropping an attention weight
 
     def extra_repr(self):
         return f"dropout={self.dropout}"
@@ -253,7 +269,7 @@ class CausalSelfAttention(ProjectedAttention):
     def forward(self, x, cache=None):
         q, k, v = self.queries_keys_values(x)  # 3 x (B, nh, T, hs)
         if cache is None:  # training, and the lecture's generate: every position at once
-            out = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+            out = causal_attention(q, k, v, self.dropout if self.training else 0.0, self.fused)  # (B, nh, T, hs)
         else:  # task 08: the new tokens read the cached ones too
             out = cache.attend(q, k, v)  # (B, nh, T, hs)
         return self.proj(concat_heads(out))  # (B, T, C)

@@ -78,7 +78,7 @@ class RotaryAttention(CausalSelfAttention):
         start = 0 if cache is None else cache.start  # the position of x's first token
         q, k = self.rotary(q, start), self.rotary(k, start)  # New: (B, nh, T, hs), turned by position
         if cache is None:
-            out = causal_attention(q, k, v, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+            out = causal_attention(q, k, v, self.dropout if self.training else 0.0, self.fused)  # (B, nh, T, hs)
         else:
             out = cache.attend(q, k, v)  # (B, nh, T, hs)
         return self.proj(concat_heads(out))  # (B, T, C)

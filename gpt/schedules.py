@@ -65,3 +65,19 @@ def schedule_for(cfg):
         "sgdr": lambda: sgdr_schedule(cfg.learning_rate, cfg.min_lr, cfg.warmup, cfg.cycles, cfg.cycle_mult),
         "wsd": lambda: wsd_schedule(cfg.learning_rate, cfg.min_lr, cfg.warmup, cfg.decay),
     }[cfg.schedule]()
+
+
+class LearningRateSchedule:
+    """A hook for the training loop (gpt/train.py): before each step, set the learning rate to
+    lr_at(progress), progress being the fraction of the run done. A parameter group may run at a
+    multiple of it (Muon's lr_scale)."""
+
+    order = 20  # after a hook that lays the progress over something else (a time budget: course/hooks.py)
+
+    def __init__(self, lr_at):
+        self.lr_at = lr_at
+
+    def before_step(self, trainer):
+        lr = self.lr_at(trainer.progress)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)

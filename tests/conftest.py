@@ -34,3 +34,14 @@ def small_text_file(tmp_path) -> Path:
     path = tmp_path / "small.txt"
     path.write_text(SMALL_TEXT, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def run_log(monkeypatch):
+    """Send the lines of the runs a test makes to log: run_log(log). (A run prints through
+    course.run.print_flushed.)"""
+    import course.run
+
+    def to(log):
+        monkeypatch.setattr(course.run, "print_flushed", lambda line="": log(line))
+    return to

@@ -36,6 +36,14 @@ class OnDevice(torch.Tensor):
             return on_device(out)
         return out
 
+    def __deepcopy__(self, memo):
+        """A copy on the device, as a device tensor's deepcopy gives (a model copied to time its steps)."""
+        if id(self) not in memo:
+            copy = on_device(to_host(self.detach()))  # a leaf, as the original
+            with torch._C.DisableTorchFunction():
+                memo[id(self)] = copy.requires_grad_(self.requires_grad)
+        return memo[id(self)]
+
 
 def is_fake(device) -> bool:
     return device is not None and torch.device(device).type == FAKE.type
@@ -111,13 +119,14 @@ class EmulatedDevice(TorchFunctionMode):
 @contextmanager
 def emulated_mps(monkeypatch):
     """Run the block as if this machine had an Apple GPU and no CUDA (see the module's docstring)."""
-    import gpt.device
+    import course.device
 
-    monkeypatch.setattr(gpt.device, "mps_available", lambda: True)
+    monkeypatch.setattr(course.device, "mps_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     state = {"rng": torch.zeros(8, dtype=torch.uint8)}  # what torch.mps.get_rng_state() holds there
     monkeypatch.setattr(torch.mps, "get_rng_state", lambda *a: state["rng"].clone())
     monkeypatch.setattr(torch.mps, "set_rng_state", lambda s, *a: state.update(rng=s.clone()))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: None)  # the CPU underneath has nothing queued
     swap = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)  # model.to() makes its parameters OnDevice
     try:

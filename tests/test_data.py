@@ -4,9 +4,10 @@ import os
 import pytest
 import torch
 
-from gpt.data import SHA256, download, get_batch, load_dataset, load_text, train_val_split
+from gpt.data import SHA256, get_batch, load_dataset, load_text, train_val_split
+from course.download import download
 from gpt.errors import UserError
-from gpt.files import atomic_write
+from course.files import atomic_write
 from gpt.tokenizer import BPETokenizer, CharTokenizer
 
 
@@ -131,23 +132,31 @@ def test_download_offline_says_where_to_put_the_file(tmp_path):
 
 
 def test_corrupt_default_file_is_refused(tmp_path, monkeypatch):
-    import gpt.data as data
+    import course.download as download_module
     fake = tmp_path / "input.txt"
     fake.write_text("half a file")
-    monkeypatch.setattr(data, "DEFAULT_PATH", fake)
+    monkeypatch.setattr(download_module, "DEFAULT_PATH", fake)
     with pytest.raises(UserError, match="sha256 mismatch"):
-        load_text()
+        download_module.ensure_text()
 
 
-def test_missing_default_file_is_downloaded(tmp_path, monkeypatch):
+def test_missing_default_file_is_downloaded_and_then_read(tmp_path, monkeypatch):
+    import urllib.request
+
+    import course.download as download_module
     import gpt.data as data
     payload = b"Now is the winter of our discontent\n"
     src = tmp_path / "remote.txt"
     src.write_bytes(payload)
-    monkeypatch.setattr(data, "DEFAULT_PATH", tmp_path / "data" / "input.txt")
-    monkeypatch.setattr(data, "SHA256", hashlib.sha256(payload).hexdigest())
-    assert load_text(url=src.as_uri()) == payload.decode()
-    assert (tmp_path / "data" / "input.txt").read_bytes() == payload
+    dest = tmp_path / "data" / "input.txt"
+    for module in (download_module, data):
+        monkeypatch.setattr(module, "DEFAULT_PATH", dest)
+    monkeypatch.setattr(download_module, "SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(download_module, "URL", src.as_uri())
+    with pytest.raises(UserError, match="any task script downloads it"):
+        load_text()  # the lesson reads; it never downloads
+    download_module.ensure_text(opener=urllib.request.urlopen)
+    assert dest.read_bytes() == payload and load_text() == payload.decode()
 
 
 def test_any_text_file_works_with_its_own_vocabulary(small_text_file):

@@ -17,16 +17,16 @@ import torch
 
 from conftest import ROOT
 from emulated_device import OnDevice, emulated_mps
-from gpt import cpu_kernels
-from gpt.checkpoint import load_checkpoint
-from gpt.config import GPTConfig, ModernGPTConfig
-from gpt.device import Precision, choose_precision, to_device
+from course import startup
+from course.checkpoint import load_checkpoint, resume, save_checkpoint
+from course.config import GPTConfig, ModernGPTConfig
+from course.device import Precision, choose_precision, pinned
+from course.exits import friendly_errors
+from course.presets import TASK07, choose_preset
+from course.timing import how_long, seconds_per_step
 from gpt.errors import UserError
 from gpt.generate import stream
-from gpt.presets import TASK07, choose_preset
-from gpt.exits import friendly_errors
-from gpt.run import how_long
-from gpt.train import TrainingState, seconds_per_step
+from gpt.train import TrainingState, make_optimizer
 
 import task05
 import task07
@@ -65,7 +65,7 @@ def test_the_emulated_device_refuses_what_mps_refuses(monkeypatch):
 def test_a_whole_task_runs_on_an_accelerator_without_float64(tmp_path, small_text_file, monkeypatch):
     """Task 05 from its command line: training, the final evaluation, the measures (whose float64 sum
     once ran on the device), the run files (pictures included) and the sample."""
-    from gpt.plots import ATTENTION_TEXT
+    from course.plots import ATTENTION_TEXT
 
     text = tmp_path / "text.txt"
     text.write_text(small_text_file.read_text() + ATTENTION_TEXT)  # with the characters the picture reads
@@ -83,7 +83,7 @@ def test_a_whole_task_runs_on_an_accelerator_without_float64(tmp_path, small_tex
 def test_task07_and_task09_run_whole_on_an_accelerator(tmp_path, small_text_file, monkeypatch, task, cls):
     cfg = tiny(tmp_path, small_text_file, cls)
     with emulated_mps(monkeypatch):
-        result = task.train_gpt(cfg, log=quiet, progress=False)
+        result = task.train_gpt(cfg, quiet=True)
     assert isinstance(next(result["model"].parameters()), OnDevice)
     assert result["history"][-1]["final"] and 0 < result["measures"]["loss"] < 10
 
@@ -93,7 +93,7 @@ def test_task08_streams_on_an_accelerator_past_the_window(tmp_path, small_text_f
     """A checkpoint trained on the CPU, streamed on the device for three windows (the learned window's
     restart, RoPE's ring and its angles past the table all run there)."""
     cfg = tiny(tmp_path, small_text_file, cls, device="cpu", checkpoint=str(tmp_path / "model.pt"), runs="")
-    task.train_gpt(cfg, log=quiet, progress=False)
+    task.train_gpt(cfg, quiet=True)
     capsys.readouterr()
     with emulated_mps(monkeypatch):
         assert task08_infinite.main(["--checkpoint", cfg.checkpoint, "--max-new-tokens", "50"]) == 0
@@ -134,9 +134,10 @@ def test_mps_and_cpu_run_fp32_unless_asked():
         choose_precision("cpu", "fp8")
 
 
-def test_the_precision_flag_reaches_the_run_and_is_printed(tmp_path, small_text_file):
+def test_the_precision_flag_reaches_the_run_and_is_printed(run_log, tmp_path, small_text_file):
     lines = []
-    task07.train_gpt(tiny(tmp_path, small_text_file, precision="bf16", device="cpu"), log=lines.append, progress=False)
+    run_log(lines.append)
+    task07.train_gpt(tiny(tmp_path, small_text_file, precision="bf16", device="cpu"))
     assert any(line.startswith("device: cpu (") and "precision: bf16 (asked for with --precision)" in line
                for line in lines), lines[:3]
 
@@ -150,7 +151,7 @@ def test_fp16_with_a_gradient_scaler_trains_and_its_scale_is_checkpointed(tmp_pa
     monkeypatch.setattr(torch.amp.GradScaler, "scale",
                         lambda self, loss: scaled.append(self.is_enabled()) or real_scale(self, loss))
     cfg = tiny(tmp_path, small_text_file, precision="fp16", device="cpu", checkpoint=str(tmp_path / "m.pt"))
-    result = task07.train_gpt(cfg, log=quiet, progress=False)
+    result = task07.train_gpt(cfg, quiet=True)
     assert scaled == [True] * cfg.max_iters
     assert all(torch.isfinite(torch.tensor([r["train"], r["val"]])).all() for r in result["history"])
     assert load_checkpoint(cfg.checkpoint)["state"]["scaler"]["scale"] > 0
@@ -160,12 +161,12 @@ def test_bf16_autocast_runs_through_task09s_model_its_cached_stream_and_the_meas
                                                                                      monkeypatch):
     cfg = tiny(tmp_path, small_text_file, ModernGPTConfig, precision="bf16", device="cpu", runs="")
     measured = []
-    import gpt.run
+    import course.run
 
-    real = gpt.run.measure_val
-    monkeypatch.setattr(gpt.run, "measure_val", lambda *a, **k: measured.append(
+    real = course.run.measure_val
+    monkeypatch.setattr(course.run, "measure_val", lambda *a, **k: measured.append(
         torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")) or real(*a, **k))
-    result = task09_rope.train_gpt(cfg, log=quiet, progress=False)
+    result = task09_rope.train_gpt(cfg, quiet=True)
     assert measured == [torch.bfloat16], "the measures run in the precision the table's evaluations ran in"
     model = result["model"].eval()
     tokens = torch.randint(model.token_embedding.num_embeddings, (1, 12))
@@ -180,68 +181,94 @@ def test_bf16_autocast_runs_through_task09s_model_its_cached_stream_and_the_meas
 
 def test_without_the_fix_the_measures_would_not_run_in_the_tables_precision(tmp_path, small_text_file, monkeypatch):
     """fp32 runs measure outside autocast: the spy above sees the difference."""
-    import gpt.run
+    import course.run
 
     measured = []
-    real = gpt.run.measure_val
-    monkeypatch.setattr(gpt.run, "measure_val", lambda *a, **k: measured.append(torch.is_autocast_enabled("cpu"))
+    real = course.run.measure_val
+    monkeypatch.setattr(course.run, "measure_val", lambda *a, **k: measured.append(torch.is_autocast_enabled("cpu"))
                         or real(*a, **k))
-    task07.train_gpt(tiny(tmp_path, small_text_file, device="cpu", runs=""), log=quiet, progress=False)
+    task07.train_gpt(tiny(tmp_path, small_text_file, device="cpu", runs=""), quiet=True)
     assert measured == [False]
 
 
 # --- exact resume on every device, batches through pinned memory ---------------------------------
 
-def test_a_checkpoint_holds_the_devices_random_state_and_resume_restores_it(monkeypatch):
+class FakeTrainer:
+    """What SaveCheckpoints reads of the loop, for a run on device."""
+    def __init__(self, model, device):
+        from gpt.train import lecture_step
+        self.state, self.device, self.step = TrainingState(0), device, lecture_step
+        self.optimizer = make_optimizer(model.parameters(), 1e-3, fused=False)
+
+
+def saved_run(tmp_path, device):
+    """A run of task 07 saved as a run on device saves it, at iteration 8."""
+    from course.checkpoint import SaveCheckpoints
+    from gpt.tokenizer import CharTokenizer
+
+    model = task07.build_model(dataclasses.replace(TASK07["cpu"], n_layer=1, n_embd=16, n_head=2), 5)
+    trainer = FakeTrainer(model, device)
+    trainer.state.iter = 8
+    path = tmp_path / "run.pt"
+    SaveCheckpoints(path, "task07", TASK07["cpu"], model, CharTokenizer("abcde")).on_eval(trainer, {})
+    return path, model, trainer
+
+
+def resumed_on(device, path, monkeypatch) -> str:
+    """Resume the run saved at path as a run on device would (as far as resume can tell); its line."""
+    import course.checkpoint
+    from gpt.tokenizer import CharTokenizer
+
+    fresh = task07.build_model(dataclasses.replace(TASK07["cpu"], n_layer=1, n_embd=16, n_head=2), 5)
+    monkeypatch.setattr(course.checkpoint, "device_of", lambda model: device)
+    line, scaler = resume(path, fresh, make_optimizer(fresh.parameters(), 1e-3, fused=False), CharTokenizer("abcde"),
+                          TrainingState(0))
+    assert "resumed from" in line and scaler is None
+    return line
+
+
+def test_a_checkpoint_holds_the_devices_random_state_and_resume_restores_it(tmp_path, monkeypatch):
     """Dropout on a GPU draws from the GPU's generator: without its state, a resumed run would repeat
-    the dropout masks of the run's start (seed_and_pick_device() reseeds every device)."""
+    the dropout masks of the run's start (a run reseeds every device as it starts)."""
     device_state = {"now": torch.tensor([1, 2, 3], dtype=torch.uint8)}
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: device_state["now"].clone())
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, *a: device_state.update(now=s.clone()))
-    state = TrainingState(0)
-    state.iter, state.seconds = 8, 1.0
-    saved = state.state_dict("cuda")
+    path = saved_run(tmp_path, "cuda")[0]
+    assert load_checkpoint(path)["state"]["device_rng"].tolist() == [1, 2, 3]
     device_state["now"] = torch.tensor([9, 9, 9], dtype=torch.uint8)  # what reseeding at start-up leaves
-    assert TrainingState(0).load_state_dict(saved, "cuda") is None
+    assert "note" not in resumed_on("cuda", path, monkeypatch)
     assert device_state["now"].tolist() == [1, 2, 3]
 
 
-def test_resuming_on_another_device_says_its_draws_differ(monkeypatch):
+def test_resuming_on_another_kind_of_device_says_its_numbers_differ_whichever_way(tmp_path, monkeypatch):
+    """Saved on a CPU (no device random state) and resumed on a GPU, or the other way: both say so."""
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: torch.zeros(4, dtype=torch.uint8))
-    saved = TrainingState(0).state_dict("cuda")
-    note = TrainingState(0).load_state_dict(saved, "cpu")
-    assert note and "saved on cuda and resumes on cpu" in note
+    for saved_on, resumed_there in (("cpu", "cuda"), ("cuda", "cpu")):
+        line = resumed_on(resumed_there, saved_run(tmp_path, saved_on)[0], monkeypatch)
+        assert f"saved on {saved_on} and resumes on {resumed_there}" in line, line
 
 
 def test_batches_reach_a_cuda_device_through_pinned_memory(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
     monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append(("to", a, k)) or self)
-    to_device(torch.zeros(2, 3, dtype=torch.long), "cuda")
-    assert calls == ["pin", ("to", ("cuda",), {"non_blocking": True})]
-
-
-def test_the_training_loop_moves_every_batch_with_to_device(tmp_path, small_text_file, monkeypatch):
-    import gpt.train
-
-    moved = []
-    real = gpt.train.to_device
-    monkeypatch.setattr(gpt.train, "to_device", lambda t, device: moved.append((device, tuple(t.shape))) or real(t, device))
-    cfg = tiny(tmp_path, small_text_file, device="cpu", runs="")
-    task07.train_gpt(cfg, log=quiet, progress=False)
-    assert moved.count(("cpu", (cfg.batch_size, cfg.block_size))) == 2 * cfg.max_iters  # x and y of every step
+    batches = pinned(lambda state: (torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)), "cuda")
+    batches(None)
+    assert calls == ["pin", ("to", ("cuda",), {"non_blocking": True})] * 2
+    plain = lambda state: None  # noqa: E731
+    assert pinned(plain, "cpu") is plain and pinned(plain, "mps") is plain
 
 
 # --- presets that fit the device ------------------------------------------------------------------
 
 def test_on_a_mac_the_preset_choice_names_mps_truthfully(monkeypatch):
-    import gpt.presets
+    import course.presets
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(gpt.presets, "mps_available", lambda: True)
+    monkeypatch.setattr(course.presets, "mps_available", lambda: True)
     preset, why = choose_preset([], TASK07)
     assert preset == "cpu" and "MPS" in why and "a day on a CPU" not in why
-    monkeypatch.setattr(gpt.presets, "mps_available", lambda: False)
+    monkeypatch.setattr(course.presets, "mps_available", lambda: False)
     assert choose_preset([], TASK07)[1].startswith("no GPU found")
     assert choose_preset(["--preset", "gpu"], TASK07) == ("gpu", "asked for with --preset")
 
@@ -255,7 +282,8 @@ def test_timing_a_step_touches_neither_the_model_nor_the_random_state():
     model = task07.build_model(dataclasses.replace(TASK07["cpu"], n_layer=1), 65)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    assert seconds_per_step(model, 4, 16, 65) > 0  # on the model's device (the CPU)
+    optimizer = make_optimizer(model.parameters(), 1e-3)
+    assert seconds_per_step(model, optimizer, 4, 16, 65, choose_precision("cpu")) > 0  # on the model's device
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
 
@@ -267,31 +295,33 @@ AVX2_FLAGS = {"sse4_2", "avx", "avx2", "fma"}
 
 def test_avx2_kernels_are_asked_for_only_where_they_are_safe_and_wanted():
     env = {}
-    assert cpu_kernels.choose_avx2(env, "x86_64", AVX2_FLAGS, torch_loaded=False)
+    assert startup.choose_avx2(env, "x86_64", AVX2_FLAGS)
     assert env == {"ATEN_CPU_CAPABILITY": "avx2"}
     for env, machine, flags in [({}, "arm64", AVX2_FLAGS), ({}, "aarch64", AVX2_FLAGS),
                                 ({}, "x86_64", {"avx", "avx2"}),  # no FMA: PyTorch's AVX2 kernels need it
                                 ({"ATEN_CPU_CAPABILITY": "avx512"}, "x86_64", AVX2_FLAGS),
                                 ({"GPT_CPU_KERNELS": "native"}, "x86_64", AVX2_FLAGS)]:
         before = dict(env)
-        assert not cpu_kernels.choose_avx2(env, machine, flags, torch_loaded=False) and env == before
+        assert not startup.choose_avx2(env, machine, flags) and env == before
 
 
-def test_nothing_is_asked_once_torch_is_loaded():
-    env = {}
-    assert not cpu_kernels.choose_avx2(env, "x86_64", AVX2_FLAGS) and env == {}
-
-
-@pytest.mark.skipif(not {"avx2", "fma"} <= cpu_kernels.cpu_flags(), reason="this CPU has no AVX2 (or it can't tell)")
-def test_importing_gpt_before_torch_gives_the_avx2_kernels_and_native_opts_out():
-    code = "import gpt, torch; print(torch.backends.cpu.get_cpu_capability())"
+@pytest.mark.skipif(not {"avx2", "fma"} <= startup.cpu_flags(), reason="this CPU has no AVX2 (or it can't tell)")
+def test_a_script_gets_the_avx2_kernels_and_native_opts_out(tmp_path):
+    """A script of this repository (here python -m course.X, as a task script) asks for the AVX2 kernels
+    before its first computation; GPT_CPU_KERNELS=native leaves the choice to PyTorch; a program that is
+    not this repository's, importing gpt and course, asks for nothing."""
     env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "GPT_CPU_KERNELS")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "AVX2"
-    code = "import os, gpt; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "GPT_CPU_KERNELS": "native"},
+    ask = [sys.executable, "-m", "course.startup"]
+    out = subprocess.run(ask, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "AVX2", out.stderr
+    out = subprocess.run(ask, cwd=ROOT, env={**env, "GPT_CPU_KERNELS": "native"}, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == torch.backends.cpu.get_cpu_capability() if "ATEN_CPU_CAPABILITY" not in os.environ \
+        else out.stdout.strip() != ""
+    code = "import os, gpt.model, course.run; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "None"
+    assert out.stdout.strip() == "None" and out.stderr == ""
 
 
 # --- on the accelerators this machine really has: pytest -m device --------------------------------
@@ -304,10 +334,10 @@ ACCELERATORS = [
 
 @pytest.mark.device
 @pytest.mark.parametrize("device", ACCELERATORS)
-def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_file, capsys, device):
+def test_device_task07_trains_resumes_exactly_and_streams(run_log, tmp_path, small_text_file, capsys, device):
     """In fp32, so that only the GPU's non-deterministic kernels (not bf16 rounding) separate the two runs."""
     settings = dict(device=device, max_iters=12, eval_interval=4, precision="fp32")
-    whole = task07.train_gpt(tiny(tmp_path, small_text_file, **settings), log=quiet, progress=False)
+    whole = task07.train_gpt(tiny(tmp_path, small_text_file, **settings), quiet=True)
     cfg = tiny(tmp_path, small_text_file, **settings, checkpoint=str(tmp_path / "t07.pt"))
 
     def stop_at_8(line):
@@ -315,8 +345,9 @@ def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_f
             raise KeyboardInterrupt
 
     with pytest.raises(SystemExit), friendly_errors(checkpoint=cfg.checkpoint):  # as task07.main runs it
-        task07.train_gpt(cfg, log=stop_at_8, progress=False)
-    resumed = task07.train_gpt(cfg, resume_run=True, log=quiet, progress=False)
+        run_log(stop_at_8)
+        task07.train_gpt(cfg)
+    resumed = task07.train_gpt(cfg, resume=True, quiet=True)
     assert [r["val"] for r in resumed["history"]] == pytest.approx([r["val"] for r in whole["history"]], abs=1e-3)
     capsys.readouterr()
     assert task08_infinite.main(["--checkpoint", cfg.checkpoint, "--device", device, "--max-new-tokens", "50"]) == 0
@@ -326,7 +357,6 @@ def test_device_task07_trains_resumes_exactly_and_streams(tmp_path, small_text_f
 @pytest.mark.device
 @pytest.mark.parametrize("device", ACCELERATORS)
 def test_device_task09_trains_and_measures(tmp_path, small_text_file, device):
-    result = task09_rope.train_gpt(tiny(tmp_path, small_text_file, ModernGPTConfig, device=device), log=quiet,
-                                   progress=False)
+    result = task09_rope.train_gpt(tiny(tmp_path, small_text_file, ModernGPTConfig, device=device), quiet=True)
     assert result["device"] == device and next(result["model"].parameters()).device.type == device
     assert result["history"][-1]["final"] and 0 < result["measures"]["loss"] < 10

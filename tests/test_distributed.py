@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gpt.checkpoint import load_checkpoint, model_from_checkpoint
-from gpt.config import GPTConfig
-from gpt.distributed import check_divisible
+from course.checkpoint import load_checkpoint, model_from_checkpoint
+from course.config import GPTConfig
+from course.distributed import check_divisible
 from gpt.errors import UserError
 
 import task07
@@ -101,7 +101,7 @@ def test_grad_accum_trains_the_model_one_step_trains(small_text_file, tmp_path):
         cfg = GPTConfig(data=str(small_text_file), block_size=16, n_embd=16, n_head=2, n_layer=2, batch_size=8,
                         max_iters=6, eval_interval=3, eval_iters=2, final_eval_iters=2, device="cpu",
                         sample_tokens=5, runs="", checkpoint="", **kw)
-        return task07.train_gpt(cfg, log=lambda *_: None, progress=False)
+        return task07.train_gpt(cfg, quiet=True)
 
     one, four = fit(), fit(grad_accum=4)
     a = [(r["iter"], r["train"], r["val"]) for r in one["history"]]
@@ -168,7 +168,7 @@ def test_when_a_process_dies_the_others_stop_and_the_failure_names_it(small_text
 
 
 def test_each_process_takes_its_own_rows_of_the_batch_and_together_they_are_the_batch(monkeypatch):
-    import gpt.distributed as distributed
+    import course.distributed as distributed
 
     x, y = torch.arange(32).view(8, 4), torch.arange(32).view(8, 4) + 100
     shares = []
@@ -186,7 +186,7 @@ def test_micro_steps_add_up_to_the_gradient_of_the_whole_batch_under_plain_sgd(s
     micro-steps' losses shows."""
     from types import SimpleNamespace
 
-    from gpt.config import TrainConfig
+    from course.config import TrainConfig
     from gpt.data import load_dataset
     from gpt.model import GPT
     from gpt.train import train

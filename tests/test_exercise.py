@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 
-from gpt import exercise
+from course import exercise
 
 STEPS = list(exercise.STEPS)
 RESULT = re.compile(r"^(pass|FAIL)  ([^:\n]+)(.*)$")
@@ -112,8 +112,8 @@ def write_learner(folder: Path, number: str, text: str) -> Path:
 
 
 def cli(*args):
-    """`python -m gpt.exercise ...` in a process of its own, from the repository's root."""
-    return subprocess.run([sys.executable, "-m", "gpt.exercise", *args], cwd=ROOT, capture_output=True, text=True,
+    """`python -m course.exercise ...` in a process of its own, from the repository's root."""
+    return subprocess.run([sys.executable, "-m", "course.exercise", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
 
 
@@ -208,9 +208,16 @@ def attention_written_out(indent: str, scale: str, result: str, softmax_dim: int
     return f"\n{indent}".join(lines)
 
 
-CORRECT_BY_HAND = {  # the solution's causal_attention call written out, right: these must pass
-    "01": ("return causal_attention(q, k, v)  # (B, T, hs)", attention_written_out(" " * 8, "k.size(-1) ** -0.5", "return")),
-    "02": ("out = causal_attention(q, k, v)", attention_written_out(" " * 8, "self.head_size ** -0.5", "out =")),
+STEP01_ATTENTION = """wei = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5  # (B, T, hs) @ (B, hs, T) -> (B, T, T)
+        wei = wei.masked_fill(~causal_mask(T, x.device), float("-inf"))  # no token reads the future
+        wei = F.softmax(wei, dim=-1)  # (B, T, T), each row sums to 1
+        v = self.value(x)  # (B, T, C) -> (B, T, hs)
+        return wei @ v  # (B, T, T) @ (B, T, hs) -> (B, T, hs)"""
+STEP02_ATTENTION = "out = causal_attention(q, k, v, fused=self.fused)"
+
+CORRECT_BY_HAND = {  # the solution's attention written out another way, right: these must pass
+    "01": (STEP01_ATTENTION, "v = self.value(x)\n        " + attention_written_out(" " * 8, "k.size(-1) ** -0.5", "return")),
+    "02": (STEP02_ATTENTION, attention_written_out(" " * 8, "self.head_size ** -0.5", "out =")),
 }
 
 
@@ -232,14 +239,14 @@ LEARNER_MISTAKES = {
         "targets.flatten())",
         {"same as the solution": "softmax before F.cross_entropy"}),
     "01 no causal mask": (
-        "01", "return causal_attention(q, k, v)  # (B, T, hs)",
-        attention_written_out(" " * 8, "k.size(-1) ** -0.5", "return", masked=False),
+        "01", STEP01_ATTENTION,
+        "v = self.value(x)\n        " + attention_written_out(" " * 8, "k.size(-1) ** -0.5", "return", masked=False),
         {"causal": "mask the future", "same as the solution": "mask the future"}),
     "02 scaled by n_embd": (
-        "02", "out = causal_attention(q, k, v)", attention_written_out(" " * 8, "x.size(-1) ** -0.5", "out ="),
+        "02", STEP02_ATTENTION, attention_written_out(" " * 8, "x.size(-1) ** -0.5", "out ="),
         {"same as the solution": "not C ** -0.5"}),
     "02 softmax over the queries": (
-        "02", "out = causal_attention(q, k, v)",
+        "02", STEP02_ATTENTION,
         attention_written_out(" " * 8, "self.head_size ** -0.5", "out =", softmax_dim=-2),
         {"same as the solution": "softmax over the last dimension"}),
     "03 no ReLU": (
@@ -296,8 +303,8 @@ def test_a_mistake_fails_its_check_with_its_hint(mistake, tmp_path, capsys):
 
 def test_logits_with_nan_are_not_the_solutions(tmp_path, capsys):
     # the mask the wrong way round: the first and last rows of scores are all -inf, their softmax NaN
-    write_learner(tmp_path, "01", with_mistake("01", "return causal_attention(q, k, v)  # (B, T, hs)", (
-        "T = q.size(-2)\n        scores = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5\n"
+    write_learner(tmp_path, "01", with_mistake("01", STEP01_ATTENTION, (
+        "v = self.value(x)\n        T = q.size(-2)\n        scores = q @ k.transpose(-2, -1) * k.size(-1) ** -0.5\n"
         "        scores = scores.masked_fill(torch.tril(torch.ones(T, T)) == 1, float('-inf'))\n"
         "        return F.softmax(scores, dim=-1) @ v")))
     rc, out, err = run_check(capsys, "01", "--folder", str(tmp_path))
@@ -357,7 +364,7 @@ def tool_error(capsys, *argv) -> str:
 def test_a_missing_file_says_to_start_first(tmp_path, capsys):
     err = tool_error(capsys, "check", "05", "--folder", str(tmp_path))
     assert str(tmp_path / "step05.py") in err
-    assert "python -m gpt.exercise start 05" in err
+    assert "python -m course.exercise start 05" in err
 
 
 def test_a_syntax_error_shows_the_file_the_line_and_its_text(tmp_path):

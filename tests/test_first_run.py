@@ -15,12 +15,12 @@ import task01
 import task07
 import task08_infinite
 from conftest import ROOT, SMALL_TEXT
-from gpt import plots
-from gpt.checkpoint import model_payload, save_checkpoint
-from gpt.config import GPTConfig
+from course import plots
+from course.checkpoint import model_payload, save_checkpoint
+from course.config import GPTConfig
 from gpt.model import GPT
-from gpt.reference import COURSE
-from gpt.exits import friendly_errors
+from course.reference import COURSE
+from course.exits import friendly_errors
 from gpt.tokenizer import CharTokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,7 +32,7 @@ BPE = ["--tokenizer", "bpe", "--vocab-size", "60"]
 
 
 def fake_seed_runs(runs: Path, task: str, finals: dict) -> None:
-    """What `python -m gpt.report --train` leaves for one task: a history, a summary and a wall time per seed."""
+    """What `python -m course.report --train` leaves for one task: a history, a summary and a wall time per seed."""
     for seed, final in finals.items():
         run = runs / str(seed) / task
         run.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def fake_seed_runs(runs: Path, task: str, finals: dict) -> None:
 
 
 def test_a_partial_report_keeps_every_other_tasks_band_and_the_committed_figure(tmp_path, monkeypatch, capsys):
-    import gpt.report as report
+    import course.report as report
 
     committed = json.loads((ROOT / "assets" / "bands.json").read_text())
     assert len(committed) == len(report.TASKS), "the committed reference holds every task's band"
@@ -84,7 +84,7 @@ def test_a_bpe_run_writes_beside_the_character_run_not_over_it(tmp_path, small_t
     assert "another run's files" not in out
 
 
-def test_a_run_that_replaces_another_runs_files_says_so_and_a_resumed_run_does_not(tmp_path, small_text_file):
+def test_a_run_that_replaces_another_runs_files_says_so_and_a_resumed_run_does_not(run_log, tmp_path, small_text_file):
     cfg = GPTConfig(data=str(small_text_file), block_size=16, n_embd=16, n_head=2, n_layer=1, batch_size=4,
                     max_iters=8, eval_interval=2, eval_iters=1, final_eval_iters=1, device="cpu", sample_tokens=0,
                     runs=str(tmp_path / "runs"), checkpoint=str(tmp_path / "task07.pt"))
@@ -96,14 +96,17 @@ def test_a_run_that_replaces_another_runs_files_says_so_and_a_resumed_run_does_n
             raise KeyboardInterrupt
 
     with pytest.raises(SystemExit), friendly_errors(checkpoint=cfg.checkpoint):  # as task07.main runs it
-        task07.train_gpt(cfg, log=stop_at_4, progress=False)
+        run_log(stop_at_4)
+        task07.train_gpt(cfg)
     resumed = []
-    task07.train_gpt(cfg, resume_run=True, log=resumed.append, progress=False)
+    run_log(resumed.append)
+    task07.train_gpt(cfg, resume=True)
     assert not any(notice in line for line in resumed), "a resumed run carries on its own files"
     with open(tmp_path / "runs" / "task07" / "history.csv", newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)][:3] == ["0", "2", "4"]
     again = []
-    task07.train_gpt(cfg, overwrite=True, log=again.append, progress=False)
+    run_log(again.append)
+    task07.train_gpt(cfg, overwrite=True)
     assert sum(notice in line for line in again) == 1, again
 
 
@@ -173,7 +176,7 @@ def test_another_text_draws_no_reference_and_says_why_it_has_no_attention_pictur
 
 
 def test_attention_map_writes_under_runs_by_default_and_its_help_example_is_one_line(tmp_path, monkeypatch, capsys):
-    from gpt import attention_map
+    from course import attention_map
 
     tokenizer = CharTokenizer.from_text(plots.ATTENTION_TEXT)
     model = GPT(tokenizer.vocab_size, 16, 16, 2, 1)
@@ -189,8 +192,8 @@ def test_attention_map_writes_under_runs_by_default_and_its_help_example_is_one_
     assert '--text "ROMEO:\\nBut soft, what light" --out romeo.png' in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("module, prog", [("bench.__main__", "python -m bench"), ("gpt.report", "python -m gpt.report"),
-                                          ("gpt.attention_map", "python -m gpt.attention_map")])
+@pytest.mark.parametrize("module, prog", [("course.bench", "python -m course.bench"), ("course.report", "python -m course.report"),
+                                          ("course.attention_map", "python -m course.attention_map")])
 def test_a_module_commands_usage_names_the_command_to_type(module, prog, capsys):
     import importlib
 

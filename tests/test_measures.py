@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 
 from gpt.data import load_dataset
-from gpt.measures import format_measures, measure, measure_val
+from course.measures import format_measures
+from gpt.measures import measure, measure_val
 
 
 class FixedLogits(nn.Module):

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from gpt.config import ModernGPTConfig
+from course.config import ModernGPTConfig
 from gpt.errors import UserError
 from gpt.model import GPT, MLP
 from gpt.modern import (MLPS, POSITIONS, Muon, ReLUSquaredMLP, Rotary, RotaryAttention, RotaryGPT, SwiGLU, apply_rope,

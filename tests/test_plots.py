@@ -5,7 +5,7 @@ import torch
 
 from gpt.model import GPT, AttentionHead, LanguageModel
 from gpt.modern import RotaryGPT
-from gpt.plots import attention_maps, attention_modules, plot_attention, plot_loss, plot_loss_by_position
+from course.plots import attention_maps, attention_modules, plot_attention, plot_loss, plot_loss_by_position
 
 PNG = b"\x89PNG\r\n\x1a\n"
 V = 30
@@ -79,7 +79,7 @@ def test_attention_figure_has_a_panel_per_layer_and_head(tmp_path):
 
 
 def test_report_makes_bands_and_the_table_from_the_runs(tmp_path, monkeypatch):
-    import gpt.report as report
+    import course.report as report
 
     monkeypatch.setattr(report, "RUNS", tmp_path)
     for seed, at_4500, final in ((1337, 2.10, 2.05), (1338, 2.12, 2.07), (1339, 2.11, 2.06)):
@@ -151,7 +151,7 @@ def test_attention_labels_are_large_enough_to_read_and_the_title_is_whole(tmp_pa
 
 
 def test_the_course_figures_legend_labels_are_whole(tmp_path, monkeypatch):
-    import gpt.report as report
+    import course.report as report
 
     monkeypatch.setattr(report, "RUNS", tmp_path)
     for task in ("task00", "task06"):

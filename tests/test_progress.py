@@ -50,8 +50,8 @@ def test_in_a_100_column_terminal_every_table_line_starts_at_the_beginning_of_a_
 def test_the_config_a_run_prints_fits_the_terminal_and_leaves_out_what_it_does_not_use():
     import dataclasses
 
-    from gpt.config import describe
-    from gpt.presets import TASK07, TASK09
+    from course.config import describe
+    from course.presets import TASK07, TASK09
 
     cpu = describe(TASK07["cpu"])
     assert all(len(line) <= 100 for line in cpu.splitlines()) and cpu.startswith("config: data=")

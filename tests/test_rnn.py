@@ -3,16 +3,16 @@ import itertools
 import pytest
 import torch
 
-from gpt.checkpoint import build_saved_model, model_payload
+from course.checkpoint import build_saved_model, model_payload
 from gpt.generate import stream
 from gpt.model import GPT, count_parameters
-from gpt.presets import TASK07
+from course.presets import TASK07
 from gpt.rnn import (RecurrentState, RNNLanguageModel, StatefulTraining, count_rnn_parameters, hidden_size_for,
                      loss_as_one_stream)
 from gpt.train import TrainingState
 
 import compare_rnn
-import gpt.measures
+import course.measures
 import task08_infinite
 
 V = 20
@@ -193,7 +193,7 @@ def test_stream_speed_times_the_first_and_the_last_characters_apart(monkeypatch)
         n = next(clock)
         return float(n if n <= 100 else 100 + 4 * (n - 100))
 
-    monkeypatch.setattr(gpt.measures.time, "perf_counter", fake_clock)
-    speed = gpt.measures.stream_speed(small_rnn("gru"), n_chars=300, edge=50)
+    monkeypatch.setattr(course.measures.time, "perf_counter", fake_clock)
+    speed = course.measures.stream_speed(small_rnn("gru"), n_chars=300, edge=50)
     assert speed["first"] == pytest.approx(1.0) and speed["last"] == pytest.approx(0.25)
     assert speed["all"] == pytest.approx(300 / (100 + 4 * 200))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gpt.checkpoint import model_payload, save_checkpoint
+from course.checkpoint import model_payload, save_checkpoint
 from gpt.errors import UserError
 from gpt.generate import generate, sampler, stream, stream_without_cache
 from gpt.kv_cache import KVCache, attention_to_window
@@ -296,8 +296,8 @@ def test_closed_pipe_ends_the_stream_cleanly(checkpoint):
 
 
 def test_generation_benchmark_reports_both_ways(checkpoint, capsys):
-    from bench.__main__ import bench_generate
-    from gpt.checkpoint import load_checkpoint, model_from_checkpoint
+    from course.bench import bench_generate
+    from course.checkpoint import load_checkpoint, model_from_checkpoint
 
     model, tokenizer = model_from_checkpoint(load_checkpoint(checkpoint))
     med = bench_generate(model, tokenizer, blocks=2, repeats=1, label="small")
@@ -337,7 +337,7 @@ def test_the_window_measure_scores_the_same_text_both_ways(corpus_text, capsys):
     two read the validation text at the same bits per character; a learned-position model restarts its
     window, and reads it differently."""
     from gpt.data import load_dataset
-    from gpt.measures import stream_cost
+    from course.measures import print_stream_cost as stream_cost
 
     tokenizer = load_dataset().tokenizer
     torch.manual_seed(0)
@@ -353,7 +353,7 @@ def test_the_window_measure_scores_the_same_text_both_ways(corpus_text, capsys):
 
 
 def test_the_course_size_benchmark_model_is_the_gpu_preset():
-    from bench.__main__ import course_size_model
+    from course.bench import course_size_model
 
     model, tokenizer = course_size_model()
     assert sum(p.numel() for p in model.parameters()) == 10_788_929 and model.block_size == 256
@@ -361,7 +361,7 @@ def test_the_course_size_benchmark_model_is_the_gpu_preset():
 
 
 def test_the_gpu_benchmark_says_it_needs_a_gpu(monkeypatch):
-    from bench.__main__ import main
+    from course.bench import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):

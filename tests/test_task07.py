@@ -11,14 +11,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from gpt.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from gpt.config import GPTConfig
-from gpt.device import Precision
+from course.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from course.config import GPTConfig
+from course.device import Precision
 from gpt.errors import UserError
-from gpt.exits import friendly_errors
-from gpt.run import seed_and_pick_device
+from course.exits import friendly_errors
 from gpt.schedules import sgdr_schedule
-from gpt.search import COLUMNS, grid_points, run_trials, write_csv
+from course.search import COLUMNS, grid_points, run_trials, write_csv
 from gpt.train import make_optimizer
 
 import task07
@@ -32,12 +31,14 @@ def tiny(tmp_path, small_text_file, **kw):
     return GPTConfig(**base)
 
 
-def quiet(*_):
-    pass
-
-
 def fit(cfg, **kw):
-    return task07.train_gpt(cfg, log=quiet, progress=False, **kw)
+    return task07.train_gpt(cfg, quiet=True, **kw)
+
+
+def logging_to(monkeypatch, log):
+    """The lines the next run prints go to log instead (a run prints through course.run.print_flushed)."""
+    import course.run
+    monkeypatch.setattr(course.run, "print_flushed", log)
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, small_text_file):
@@ -102,21 +103,23 @@ def test_a_new_run_does_not_replace_a_saved_model(tmp_path, small_text_file):
     assert load_checkpoint(cfg.checkpoint)["config"]["seed"] == cfg.seed + 1
 
 
-def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, small_text_file):
+def test_a_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path, small_text_file, monkeypatch):
     """Interrupted after the evaluation at step 8 (Ctrl-C), then resumed: the same table as one run."""
     whole = fit(tiny(tmp_path, small_text_file, max_iters=17, checkpoint=""))
     cfg = tiny(tmp_path, small_text_file, max_iters=17)
 
-    def stop_at_8(line):
+    def stop_at_8(line=""):
         if line.startswith("Epoch 8:"):
             raise KeyboardInterrupt
 
+    logging_to(monkeypatch, stop_at_8)
     with pytest.raises(SystemExit) as exit_info, friendly_errors(checkpoint=cfg.checkpoint):  # as task07.main runs it
-        task07.train_gpt(cfg, log=stop_at_8, progress=False)
+        task07.train_gpt(cfg)
     assert exit_info.value.code == 130
     assert load_checkpoint(cfg.checkpoint)["state"]["iter"] == 8
     lines = []
-    resumed = task07.train_gpt(cfg, resume_run=True, log=lines.append, progress=False)
+    logging_to(monkeypatch, lambda line="": lines.append(line))
+    resumed = task07.train_gpt(cfg, resume=True)
     assert any(f"resumed from {cfg.checkpoint} at iteration 8" in line for line in lines)
     assert [(r["iter"], r["train"], r["val"]) for r in resumed["history"]] == \
            [(r["iter"], r["train"], r["val"]) for r in whole["history"]]
@@ -127,25 +130,26 @@ def test_resuming_with_other_model_settings_is_a_clear_error(tmp_path, small_tex
     cfg = tiny(tmp_path, small_text_file)
     fit(cfg)
     with pytest.raises(UserError, match=r"holds a model made with other settings .*\(n_layer=3 here\)\. To continue it, pass --n-layer 2"):
-        fit(dataclasses.replace(cfg, n_layer=3), resume_run=True)
+        fit(dataclasses.replace(cfg, n_layer=3), resume=True)
 
 
 def test_resume_without_a_checkpoint_says_how_to_make_one(tmp_path, small_text_file):
     with pytest.raises(UserError, match=r"(?s)no checkpoint at .*without --resume"):
-        fit(tiny(tmp_path, small_text_file), resume_run=True)
+        fit(tiny(tmp_path, small_text_file), resume=True)
 
 
-def test_a_cuda_run_turns_tf32_matmuls_on_and_a_cpu_run_leaves_them(monkeypatch):
-    """TF32, which speed_settings switched, is switched on by seed_and_pick_device on CUDA. (speed_settings'
-    other switches, flash attention off and the unfused optimizer for speedups=False, are gone with it.)"""
-    import gpt.run
+def test_a_cuda_run_turns_tf32_matmuls_on_and_a_cpu_run_leaves_them(monkeypatch, small_text_file):
+    """A run on a CUDA GPU asks for TF32 matmuls, which its tensor cores run fast; a CPU run leaves them."""
+    import course.run
 
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    assert seed_and_pick_device(GPTConfig(device="cpu")) == "cpu"
+    settings = dict(data=str(small_text_file), runs="", checkpoint="")
+    assert course.run.Run("task07", GPTConfig(device="cpu", **settings), task07.build_model).device == "cpu"
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    monkeypatch.setattr(gpt.run, "resolve_device", lambda name: "cuda")  # a CUDA GPU, as far as the run can tell
-    assert seed_and_pick_device(GPTConfig(device="cuda")) == "cuda"
+    monkeypatch.setattr(course.run, "resolve_device", lambda name: "cuda")  # a CUDA GPU, as far as the run can tell
+    monkeypatch.setattr(course.run, "choose_precision", lambda device, asked: Precision("fp32", device, "test"))
+    assert course.run.Run("task07", GPTConfig(device="cuda", **settings), task07.build_model).device == "cuda"
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
 
 
@@ -168,8 +172,7 @@ def test_a_run_gets_the_fused_optimizer(tmp_path, small_text_file, monkeypatch):
 def test_the_gpu_path_runs_forward_passes_in_bf16(tmp_path, small_text_file, monkeypatch):
     """The precision an Ampere GPU gets (bf16 autocast), through the whole run, on the CPU."""
     bf16 = lambda device, asked="auto": Precision("bf16", device, "test")  # noqa: E731
-    monkeypatch.setattr("gpt.run.choose_precision", bf16)  # what the run prints, times and measures in
-    monkeypatch.setattr("gpt.train.choose_precision", bf16)  # what the loop trains and evaluates in
+    monkeypatch.setattr("course.run.choose_precision", bf16)  # what the run trains, evaluates, times and measures in
     dtypes = []
     real_build = task07.build_model
 
@@ -179,7 +182,7 @@ def test_the_gpu_path_runs_forward_passes_in_bf16(tmp_path, small_text_file, mon
         return model
 
     monkeypatch.setattr(task07, "build_model", build)
-    result = task07.train_gpt(tiny(tmp_path, small_text_file, checkpoint=""), log=quiet)
+    result = fit(tiny(tmp_path, small_text_file, checkpoint=""))
     assert torch.bfloat16 in dtypes, "training and evaluation forward passes ran under bf16 autocast"
     assert all(torch.isfinite(torch.tensor(r["val"])) for r in result["history"])
     assert result["model"].lm_head.weight.dtype == torch.float32
@@ -217,8 +220,10 @@ def test_trials_run_end_to_end_and_write_a_sorted_csv(tmp_path, small_text_file)
     lines = []
     points = grid_points({"learning_rate": [1e-3, 3e-3], "n_layer": [1, 2]})
     trials = [dataclasses.replace(base, **p, checkpoint="", runs="", sample_tokens=0) for p in points]  # as task07.main
-    rows = run_trials(lambda trial: task07.train_gpt(trial, log=quiet, progress=False), trials, points, out,
-                      "python task07.py --preset cpu", log=lines.append)
+    rows = run_trials(lambda trial: fit(trial), trials, points, out, "python task07.py --preset cpu",
+                      task07.build_model, log=lines.append)
+    assert lines[0].startswith("about ") and lines[0].endswith("here for the 4 trials"), lines[0]
+    assert re.match(r"trial 0 of 4 \(about \d+ seconds\): python task07.py", lines[1]), lines[1]
     assert len(rows) == 4 and [r["val_loss"] for r in rows] == sorted(r["val_loss"] for r in rows)
     with open(out, newline="") as f:
         saved = list(csv.DictReader(f))
@@ -278,7 +283,8 @@ def learning_rates_of_the_run(monkeypatch) -> list[float]:
 
     def made(*args, **kwargs):
         optimizer = make_optimizer(*args, **kwargs)
-        optimizer.register_step_pre_hook(lambda opt, a, k: lrs.append(opt.param_groups[0]["lr"]))
+        optimizer.register_step_pre_hook(  # the run's own optimizer, not the copy its time estimate steps
+            lambda opt, a, k: opt is optimizer and lrs.append(opt.param_groups[0]["lr"]))
         return optimizer
 
     monkeypatch.setattr(task07, "make_optimizer", made)

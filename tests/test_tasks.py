@@ -160,7 +160,7 @@ def test_a_misspelt_choice_is_refused_with_the_list_of_choices(script, flag, val
 
 
 def test_a_misspelt_choice_fails_when_the_config_is_made():
-    from gpt.config import GPTConfig, ModernGPTConfig
+    from course.config import GPTConfig, ModernGPTConfig
     from gpt.errors import UserError
 
     with pytest.raises(UserError, match="schedule: unknown choice 'cosin'; choose one of constant, cosine"):

@@ -3,12 +3,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from gpt.config import GPTConfig, TrainConfig
+from course.config import GPTConfig, TrainConfig
+from course.device import choose_precision
+from course.hooks import FinalEvaluation, StepTimes, TimeBudget
+from course.timing import seconds_per_step
 from gpt.data import get_batch
-from gpt.hooks import FinalEvaluation, LearningRateSchedule, StepTimes, TimeBudget
 from gpt.model import GPT
-from gpt.schedules import SCHEDULES, cosine_schedule, schedule_for, sgdr_schedule, wsd_schedule
-from gpt.train import Trainer, estimate_loss, make_optimizer, seconds_per_step, train
+from gpt.schedules import SCHEDULES, LearningRateSchedule, cosine_schedule, schedule_for, sgdr_schedule, wsd_schedule
+from gpt.train import Trainer, estimate_loss, make_optimizer, train
 
 V, T, C = 20, 8, 16
 
@@ -238,6 +240,21 @@ class Recorder:
         self.events.append((self.name, "on_close", trainer.state.iter))
 
 
+def test_hooks_act_in_the_order_they_declare_whatever_order_they_are_given_in():
+    """A hook that reads what another sets comes after it: a schedule (order 20) after a time budget
+    (10), the checkpoint (30) before the history file (40) before the printed line (50)."""
+    from course.hooks import FinalEvaluation, PrintTable, ProgressBar, StepTimes, TimeBudget
+
+    hooks = [ProgressBar(show=False), PrintTable(), FinalEvaluation(1), LearningRateSchedule(lambda p: 1e-3),
+             TimeBudget(60.0), StepTimes()]
+    trainer = Trainer(tiny_model(), None, None, run_cfg(seed=0), hooks)
+    assert [type(h).__name__ for h in trainer.hooks] == ["StepTimes", "TimeBudget", "LearningRateSchedule",
+                                                         "PrintTable", "FinalEvaluation", "ProgressBar"]
+    from course.checkpoint import SaveCheckpoints
+    from course.run_files import RunFiles
+    assert SaveCheckpoints.order < RunFiles.order < PrintTable.order, "a line on the screen means its model is saved"
+
+
 def test_hooks_are_called_in_the_documented_order():
     """on_start; per step before_step, the evaluation's on_eval (every eval_interval steps and at the last
     step, before its update), after_step; then on_end and on_close; each event hook by hook, in the
@@ -291,15 +308,50 @@ def test_the_loop_trains_on_the_batches_it_is_given_one_call_per_step_in_order()
     assert asked == list(range(6))
 
 
-def test_timing_a_step_changes_neither_the_weights_nor_any_random_state_nor_the_mode():
+def test_timing_a_step_changes_neither_the_weights_the_optimizer_any_random_state_nor_the_mode():
     torch.manual_seed(0)
     model = tiny_model(dropout=0.5).eval()
+    optimizer = make_optimizer(model.parameters(), 1e-3)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     before = torch.get_rng_state()
-    assert seconds_per_step(model, 4, T, V) > 0
+    assert seconds_per_step(model, optimizer, 4, T, V, choose_precision("cpu")) > 0
     assert torch.equal(torch.get_rng_state(), before), "dropout's draws while timing must be undone"
     assert not model.training and all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters()) and not optimizer.state, "the copy was updated, not these"
+
+
+def test_the_time_estimate_is_the_median_so_one_slow_step_does_not_set_it(monkeypatch):
+    import course.timing as timing
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    optimizer = make_optimizer(model.parameters(), 1e-3)
+    now, durations = [0.0], iter([5.0, 0.1, 0.1, 9.0, 0.1, 0.1])  # a slow first step, and one slow one later
+
+    def step(*args):  # each step takes the next duration on a fake clock
+        now[0] += next(durations)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(timing, "lecture_step", step)
+    assert seconds_per_step(model, optimizer, 4, T, V, choose_precision("cpu"), budget=1e9) == pytest.approx(0.1)
+
+
+def test_a_busy_machine_is_named_once_when_recent_steps_are_far_slower_than_the_first(monkeypatch):
+    import course.timing as timing
+
+    said = []
+    watch = timing.BusyWatch(said.append, "python task07.py", slower=2.0, window=10)
+    durations = [0.01] * 40 + [0.03] * 40  # from step 40 on, three times as slow
+    clock = iter(t for d in durations for t in (0.0, d))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    for _ in durations[:40]:
+        watch.before_step(None)
+        watch.after_step(None)
+    assert not watch.busy and not said, "steady steps are not a busy machine"
+    for _ in durations[40:]:
+        watch.before_step(None)
+        watch.after_step(None)
+    assert watch.busy and len(said) == 1, said
+    assert "3.0x as long" in said[0] and "OMP_NUM_THREADS=1 python task07.py" in said[0]
 
 
 def test_step_times_count_every_step_and_stop_before_the_final_evaluation():

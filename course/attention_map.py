@@ -1,7 +1,7 @@
 """Draw what a trained model's attention heads read, for any checkpoint and any text.
 
-    python -m gpt.attention_map checkpoints/task07.pt      # writes runs/attention/task07.png
-    python -m gpt.attention_map checkpoints/task09.pt --text "ROMEO:\\nBut soft, what light" --out romeo.png
+    python -m course.attention_map checkpoints/task07.pt      # writes runs/attention/task07.png
+    python -m course.attention_map checkpoints/task09.pt --text "ROMEO:\\nBut soft, what light" --out romeo.png
 
 One panel per layer and head: row t shows how much the token at t reads from each token up to it,
 computed with the model's own weights (a text longer than block_size is read in sliding windows).
@@ -18,7 +18,7 @@ from .exits import friendly_errors
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpt.attention_map", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course.attention_map", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a model saved by task 07 or 09")
     parser.add_argument("--text", default=ATTENTION_TEXT, help="the text to read; \\n is a newline (default: %(default)r)")

@@ -7,8 +7,14 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError, WriteFailed
-from .interrupts import sigterm_raises, signals_held
+from gpt.errors import UserError
+
+from .interrupts import interrupts_raise, signals_held
+
+class WriteFailed(UserError):
+    """A file could not be written (a full disk, a size limit, a read-only place); the file that was
+    there is as it was. The scripts say what else is safe (the last checkpoint) and exit 2."""
+
 
 # What a write that fails for lack of room or permission raises; any other error is a bug, and keeps its traceback.
 CANNOT_WRITE = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file would pass a limit on file size",
@@ -25,7 +31,7 @@ def atomic_write(path, mode: str = "wb", **open_kwargs):
     if path.is_dir():
         raise UserError(f"{path} is a directory: give the name of a file to write")
     kept = "it is as it was" if path.exists() else "nothing was written there"
-    with sigterm_raises():  # so that SIGTERM, too, runs the clean-up below
+    with interrupts_raise():  # so that Ctrl-C and SIGTERM run the clean-up below
         tmp = None
         try:
             with signals_held():  # the temporary file is made and its name noted in one piece

@@ -1,4 +1,4 @@
-"""The lecture's straightforward code for tasks 01-06, kept only as the yardstick for `python -m bench`.
+"""The lecture's straightforward code for tasks 01-06, kept only as the yardstick for `python -m course.bench`.
 
 Written the way the lecture writes it: a Python list of separate heads, each with its own key, query
 and value Linear and the attention math spelled out; batches gathered with a Python loop; the loss
@@ -7,7 +7,7 @@ thread count; the whole context recomputed for every sampled character. The mode
 as the `gpt/` parts compose (same layers and sizes); the two use the random numbers in a different
 order, so their final losses differ by up to about 0.02.
 
-    python -m bench.baseline task05        # one full run, printing the course's table
+    python -m course.baseline task05        # one full run, printing the course's table
 """
 
 import sys
@@ -18,6 +18,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from gpt.data import load_dataset
+
+from .download import ensure_text
+from .reference import LECTURE_SIZED
 
 
 class Head(nn.Module):
@@ -109,14 +112,13 @@ def build(task, vocab_size, block_size=8, n_embd=32, n_head=4, n_layer=3):
     return BigramLanguageModel(vocab_size, block_size, n_embd, body, final_norm=task == "task06")
 
 
-from gpt.reference import LECTURE_SIZED
-
 TASKS = LECTURE_SIZED[1:]  # tasks 01-06: task 00 has no lecture code to compare with
 
 
 def main(task, batch_size=32, block_size=8, max_iters=5000, eval_interval=500, eval_iters=200,
          learning_rate=1e-3, seed=1337):
     torch.manual_seed(seed)
+    ensure_text()
     data = load_dataset()
     tokenizer, train_data, val_data = data.tokenizer, data.train, data.val
 
@@ -161,5 +163,5 @@ def main(task, batch_size=32, block_size=8, max_iters=5000, eval_interval=500, e
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in TASKS:
-        sys.exit(f"usage: python -m bench.baseline {{{','.join(TASKS)}}}")
+        sys.exit(f"usage: python -m course.baseline {{{','.join(TASKS)}}}")
     main(sys.argv[1])

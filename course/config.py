@@ -14,12 +14,11 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
-from .data import DEFAULT_NAME
+from gpt.data import DEFAULT_NAME
 from .device import DEVICES, PRECISIONS
 from .distributed import BACKENDS
-from .errors import UserError
-from .modern import MLPS, POSITIONS
-from .schedules import SCHEDULES
+from gpt.errors import UserError
+from gpt.schedules import SCHEDULES
 
 
 def option(default, help: str, valid=None, choices: tuple | None = None):
@@ -147,7 +146,10 @@ class GPTConfig(StackConfig):
 
 class Parser(argparse.ArgumentParser):
     """argparse with a short error: what is wrong and where every setting is listed, instead of the
-    usage of every flag."""
+    usage of every flag; the description (a script's docstring) shown as it is written."""
+
+    def __init__(self, *args, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n(python {self.prog} --help lists every setting, with its default)\n")
@@ -257,9 +259,9 @@ def describe(cfg) -> str:
 class ModernGPTConfig(GPTConfig):
     """Task 09: rotary positions, and the changes from recent papers a run may compose in."""
     positions: str = option("rope", "rope: rotary, in attention (RotaryGPT); learned: task 07's GPT, with its "
-                                    "position table (the A/B's other arm)", choices=tuple(POSITIONS))
+                                    "position table (the A/B's other arm)", choices=("rope", "learned"))  # gpt.modern.POSITIONS
     mlp: str = option("relu", "the MLP: relu (task 05's), relu2 (squared ReLU) or swiglu (gated)",
-                      choices=tuple(MLPS))
+                      choices=("relu", "relu2", "swiglu"))  # gpt.modern.MLPS
     tie_weights: bool = option(False, "use the token embedding table as the output layer too")
     optimizer: str = option("adamw", "adamw for every parameter, or muon for the matrices in the blocks (AdamW for the rest)",
                             choices=("adamw", "muon"))

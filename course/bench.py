@@ -1,14 +1,14 @@
 """Speed benchmarks, run side by side on the same machine.
 
-    python -m bench task05                      # a whole default run: the lecture's straightforward code vs ours
-    python -m bench all --repeats 3             # every task 01-06
-    python -m bench task05 --against ../old     # ours against another checkout of this repository
-    python -m bench generate                    # task 08: characters per second, with and without the cache
-    python -m bench generate --course-size      # the same for the course's 10.8 M-parameter, block-256 model
-    python -m bench gpu                         # task 07's gpu preset, its native precision against fp32 (CUDA)
+    python -m course.bench task05                      # a whole default run: the lecture's straightforward code vs ours
+    python -m course.bench all --repeats 3             # every task 01-06
+    python -m course.bench task05 --against ../old     # ours against another checkout of this repository
+    python -m course.bench generate                    # task 08: characters per second, with and without the cache
+    python -m course.bench generate --course-size      # the same for the course's 10.8 M-parameter, block-256 model
+    python -m course.bench gpu                         # task 07's gpu preset, its native precision against fp32 (CUDA)
 
 What the models' predictions are worth (the stream's window, the loss by position) is measured by
-`python -m gpt.measures`, not here: this package times things.
+`python -m course.measures`, not here: this package times things.
 
 Each task run is a separate process timed from start to exit (import, data, training, evaluation,
 sample), the two ways alternating so that both see the same machine; the medians are compared.
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from gpt.reference import LECTURE_SIZED  # gpt first: it picks torch's CPU kernels for the runs this starts
+from .reference import LECTURE_SIZED
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = LECTURE_SIZED[1:]  # tasks 01-06: task 00 has no lecture code to compare with
@@ -41,7 +41,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 def bench_task(task: str, repeats: int, against: Path | None = None, flags: tuple = ()) -> dict:
     """Whole runs of task, ours and the other way alternating; returns the medians and the tables."""
-    other = ("straightforward", [sys.executable, "-m", "bench.baseline", task], ROOT) if against is None else \
+    other = ("straightforward", [sys.executable, "-m", "course.baseline", task], ROOT) if against is None else \
         (f"{against.name}", [sys.executable, f"{task}.py"], against)
     ways = {other[0]: other[1:], "this tree": ([sys.executable, f"{task}.py", *flags], ROOT)}
     times = {name: [] for name in ways}
@@ -102,7 +102,7 @@ def course_size_model():
     import torch
 
     from gpt.model import GPT
-    from gpt.presets import TASK07
+    from .presets import TASK07
     from gpt.tokenizer import CharTokenizer
 
     cfg = TASK07["gpu"]
@@ -118,7 +118,7 @@ def bench_gpu(repeats: int) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise SystemExit("python -m bench gpu needs a CUDA GPU")
+        raise SystemExit("python -m course.bench gpu needs a CUDA GPU")
     times = {"auto": [], "fp32": []}
     for r in range(repeats):
         for precision in ("auto", "fp32") if r % 2 == 0 else ("fp32", "auto"):
@@ -132,9 +132,9 @@ def bench_gpu(repeats: int) -> None:
 
 
 def main(argv=None):
-    from gpt.device import DEVICES  # the one list of devices
+    from .device import DEVICES  # the one list of devices
 
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=TASKS + ("all", "generate", "gpu"),
                         help="a task's default run, generation speed, or the GPU's precision")
@@ -150,10 +150,10 @@ def main(argv=None):
     if args.what == "gpu":
         return bench_gpu(args.repeats)
     if args.what == "generate":
-        from gpt.checkpoint import load_checkpoint, model_from_checkpoint
-        from gpt.exits import friendly_errors
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+        from .exits import friendly_errors
 
-        from gpt.device import describe_device, resolve_device
+        from .device import describe_device, resolve_device
 
         with friendly_errors():  # a missing or foreign checkpoint: a message, not a traceback
             device = resolve_device(args.device)

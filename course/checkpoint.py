@@ -2,9 +2,10 @@
 atomically and read safely (weights only: loading a checkpoint never runs code from it).
 
 A checkpoint holds the model (its class, the values it was made with, its weights), the tokenizer,
-the optimizer, the training state (gpt/train.py's TrainingState: steps, time, evaluations, random
-states), the run's config and its task. `SaveCheckpoints` writes one at every evaluation of a run;
-`resume` puts a run back where its checkpoint left it.
+the optimizer, the training state (gpt/train.py's TrainingState: steps, time, evaluations, batch
+generators; and the CPU's and the device's random states, which dropout draws from, and an fp16
+run's loss scale), the run's config and its task. `SaveCheckpoints` writes one at every evaluation of
+a run; `resume` puts a run back where its checkpoint left it.
 """
 
 import dataclasses
@@ -13,16 +14,25 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from gpt.errors import UserError
+from gpt.tokenizer import tokenizer_from_dict
+from gpt.train import device_of
+
+from .device import device_rng_state, set_device_rng_state
 from .files import atomic_write
-from .modern import MLPS, POSITIONS, tie_weights
-from .rnn import RNNLanguageModel
-from .tokenizer import tokenizer_from_dict
+from .steps import step_state
 
 FORMAT = "gpt-curriculum-checkpoint/3"
-# What a checkpoint can rebuild, by class name: the models, and the MLPs inside them.
-MODELS = {cls.__name__: cls for cls in (*POSITIONS.values(), RNNLanguageModel)}  # GPT, RotaryGPT, the RNN
-MLP_CLASSES = {cls.__name__: cls for cls in MLPS.values()}
+
+
+def saveable():
+    """What a checkpoint can rebuild, by class name: the models ({name: class}), and the MLPs inside
+    them. Asked for when a model is saved or rebuilt, so that a run of task 00 loads no RoPE or RNN."""
+    from gpt.modern import MLPS, POSITIONS
+    from gpt.rnn import RNNLanguageModel
+
+    models = {cls.__name__: cls for cls in (*POSITIONS.values(), RNNLanguageModel)}  # GPT, RotaryGPT, the RNN
+    return models, {cls.__name__: cls for cls in MLPS.values()}
 
 
 def save_checkpoint(path, payload: dict) -> None:
@@ -73,19 +83,22 @@ def saved_iteration(path) -> int | None:
 
 def model_payload(model) -> dict:
     """How to rebuild model: its class and the plain values it was made with, and its weights."""
-    name = type(model).__name__
-    if name not in MODELS:
-        raise UserError(f"a {name} can't be saved in a checkpoint; only {', '.join(MODELS)} can")
+    name, models = type(model).__name__, saveable()[0]
+    if name not in models:
+        raise UserError(f"a {name} can't be saved in a checkpoint; only {', '.join(models)} can")
     return {"model_class": name, "model_args": dict(model.args), "model": model.state_dict()}
 
 
 def build_saved_model(model_class: str, model_args: dict):
     """The model a checkpoint's model_class and model_args describe, untrained."""
+    from gpt.modern import tie_weights
+
+    models, mlps = saveable()
     args = dict(model_args)
     tied = args.pop("tie_weights", False)
     if "mlp" in args:  # a GPT's MLP, saved by its class's name
-        args["mlp"] = MLP_CLASSES[args["mlp"]]
-    model = MODELS[model_class](**args)
+        args["mlp"] = mlps[args["mlp"]]
+    model = models[model_class](**args)
     return tie_weights(model) if tied else model
 
 
@@ -96,24 +109,48 @@ def model_from_checkpoint(ckpt: dict, device: str = "cpu"):
     return model.eval(), tokenizer_from_dict(ckpt["tokenizer"])
 
 
+def load_model(path, device: str = "auto", script: str = "this"):
+    """The model (in eval mode, on device: auto picks cuda, then mps, then cpu) and the tokenizer saved
+    at path, for a script that uses a trained model (task 08, the measures, the explorer); a missing or
+    foreign file gets a message that says how to make one."""
+    from .device import resolve_device
+
+    device = resolve_device(device)
+    ckpt = load_checkpoint(path, how_to_make_one=(  # read on the CPU, moved below
+        f"Train one first: python task07.py (minutes on a CPU), then run {script} again."), what_to_do=(
+        f"Give a checkpoint that task07.py, task09_rope.py or compare_rnn.py saved (--checkpoint PATH), or train one "
+        f"in its place: python task07.py --checkpoint {shlex.quote(str(path))} --overwrite"))
+    return model_from_checkpoint(ckpt, device)
+
+
 class SaveCheckpoints:
     """A hook for the training loop: after every evaluation, before its line is printed (so that a
     line on the screen means its model is saved), write the whole run to path. model is the model
-    itself (the loop may train a compiled wrapper of it)."""
+    itself (the loop may train a wrapper of it: compiled, in autocast, data-parallel)."""
+
+    order = 30  # course/hooks.py: before the run's files and the printed line
 
     def __init__(self, path, task: str, cfg, model, tokenizer):
         self.path, self.task, self.cfg, self.model, self.tokenizer = path, task, cfg, model, tokenizer
 
     def on_eval(self, trainer, record):
         save_checkpoint(self.path, {**model_payload(self.model), "tokenizer": self.tokenizer.to_dict(),
-                                    "optimizer": trainer.optimizer.state_dict(), "state": trainer.state_dict(),
+                                    "optimizer": trainer.optimizer.state_dict(), "state": run_state(trainer),
                                     "config": dataclasses.asdict(self.cfg), "task": self.task})
 
 
-def resume(path, model, optimizer, tokenizer, state) -> str:
-    """Put a run back where the checkpoint at path left it: model, optimizer and training state
-    (gpt/train.py), after the run was seeded and its model made. Refuses a checkpoint of another model,
-    text or tokenizer, saying what would continue it. Returns the line to print."""
+def run_state(trainer) -> dict:
+    """Where the run stands (gpt/train.py's TrainingState), with what continuing it exactly also needs:
+    the CPU's random state, the device's (dropout on a GPU draws from it), and an fp16 run's loss scale."""
+    return {**trainer.state.state_dict(), "rng": torch.get_rng_state(), "device": trainer.device,
+            "device_rng": device_rng_state(trainer.device), "scaler": step_state(trainer.step)}
+
+
+def resume(path, model, optimizer, tokenizer, state) -> tuple[str, dict | None]:
+    """Put a run back where the checkpoint at path left it: model, optimizer, training state and random
+    states, after the run was seeded and its model made (which draw from the random state it
+    restores). Refuses a checkpoint of another model, text or tokenizer, saying what would continue
+    it. Returns the lines to print, and the saved loss scale of an fp16 run (None otherwise)."""
     saved = load_checkpoint(path, how_to_make_one="Start a run without --resume to make one.", what_to_do=(
         "Start a new run there with --overwrite instead of --resume, or elsewhere with --checkpoint PATH."))
     if saved["tokenizer"] != tokenizer.to_dict():
@@ -122,9 +159,18 @@ def resume(path, model, optimizer, tokenizer, state) -> str:
         raise UserError(other_settings(path, saved, model))
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    note = state.load_state_dict(saved["state"], next(model.parameters()).device.type)
-    line = f"resumed from {path} at iteration {state.iter} ({state.seconds:.0f}s in)"
-    return f"{note}\n{line}" if note else line
+    run = saved["state"]
+    state.load_state_dict(run)
+    torch.set_rng_state(run["rng"])
+    device = device_of(model)
+    lines = [f"resumed from {path} at iteration {state.iter} ({state.seconds:.0f}s in)"]
+    if run["device"] != device:
+        lines.insert(0, f"note: this run was saved on {run['device']} and resumes on {device}: its numbers differ "
+                        f"from an uninterrupted run's from here on (another device rounds differently, and with "
+                        f"dropout draws other random numbers)")
+    elif run["device_rng"] is not None:
+        set_device_rng_state(device, run["device_rng"])
+    return "\n".join(lines), run["scaler"]
 
 
 def other_settings(checkpoint, saved: dict, model) -> str:

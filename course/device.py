@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UserError
+from gpt.errors import UserError
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -124,9 +124,29 @@ def set_device_rng_state(device: str, state: torch.Tensor) -> None:
         torch.mps.set_rng_state(state)
 
 
-def to_device(t: torch.Tensor, device: str) -> torch.Tensor:
-    """t on device. To a CUDA GPU through pinned memory, so that the copy is asynchronous and the CPU can
-    queue the next step while the GPU runs this one (non_blocking does nothing from pageable memory)."""
-    if device == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+def pinned(batches, device: str):
+    """batches(state) -> (x, y), delivered onto a CUDA GPU through pinned memory, so that the copy is
+    asynchronous and the CPU can queue the next step while the GPU runs this one (from pageable
+    memory non_blocking does nothing). Elsewhere batches as they are."""
+    if device != "cuda":
+        return batches
+
+    def on_the_gpu(state):
+        x, y = batches(state)
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return on_the_gpu
+
+
+class Autocast(torch.nn.Module):
+    """model, with every forward pass (training's, the evaluations', the measures') in the precision
+    given: what the loop trains and evaluates when a device runs bf16 or fp16 natively. The model
+    itself is what is saved."""
+
+    def __init__(self, model, precision: Precision):
+        super().__init__()
+        self.model, self.precision = model, precision
+        self.block_size = model.block_size
+
+    def forward(self, *args, **kwargs):
+        with self.precision.autocast():
+            return self.model(*args, **kwargs)

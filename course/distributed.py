@@ -8,8 +8,9 @@ Every process builds the same model (the same seed) and draws the same batch, th
 process would draw (`--batch-size` is the global batch); each takes its share of it, rows
 rank * B/N to (rank + 1) * B/N, and DistributedDataParallel averages the gradients, so that the
 update is the single process's. `--grad-accum K` splits each process's share further into K
-micro-steps, whose gradients add up before the update. Process 0 alone evaluates, prints, draws
-and saves; a checkpoint is the same file whether one process or many wrote it.
+micro-steps, whose gradients add up before the update (course/steps.py). Every process evaluates
+(the same model on the same batches, so the same numbers); process 0 alone prints, draws and saves,
+and a checkpoint is the same file whether one process or many wrote it.
 """
 
 import datetime
@@ -18,7 +19,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from gpt.errors import UserError
 
 # How long a process waits for the others at a gradient exchange before it gives up: a process
 # that died (torchrun then stops the rest) or hangs ends the run instead of blocking it forever.

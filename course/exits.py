@@ -8,10 +8,12 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from gpt.errors import UserError
+
 from .checkpoint import saved_iteration
 from .distributed import is_main_process, launched_by_torchrun
-from .errors import UserError, WriteFailed
-from .interrupts import CTRL_C, exit_status, interrupted, sigterm_raises, stopped_by
+from .files import WriteFailed
+from .interrupts import CTRL_C, exit_status, interrupted, interrupts_raise, stopped_by
 
 
 @contextmanager
@@ -23,7 +25,7 @@ def friendly_errors(checkpoint: str = ""):
         return what_is_saved(checkpoint) if checkpoint else ""
 
     pressed = len(CTRL_C)  # Ctrl-C pressed before this block is not this block's
-    with sigterm_raises():
+    with interrupts_raise():
         try:
             yield
         except WriteFailed as e:  # a full disk, say: what was saved before is as it was

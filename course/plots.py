@@ -3,7 +3,7 @@ needed), as PNG files beside the run's history."""
 
 import torch
 
-from .model import eval_mode
+from gpt.model import eval_mode
 
 # A line of Shakespeare from the validation split (the model never trained on it), for attention maps.
 ATTENTION_TEXT = "BAPTISTA:\nGood morrow, neighbour Gremio."

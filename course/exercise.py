@@ -1,9 +1,9 @@
 """Do the course yourself: every step as an exercise that this repository grades.
 
-    python -m gpt.exercise start 05      # writes mine/step05.py: step 05's classes, their bodies to write
-    python -m gpt.exercise check 05      # runs step 05's checks against your classes
-    python -m gpt.exercise check 05 --train    # and trains your model as task05.py does (seconds to minutes)
-    python -m gpt.exercise check 05 --solution # the repository's own classes, which pass every check
+    python -m course.exercise start 05      # writes mine/step05.py: step 05's classes, their bodies to write
+    python -m course.exercise check 05      # runs step 05's checks against your classes
+    python -m course.exercise check 05 --train    # and trains your model as task05.py does (seconds to minutes)
+    python -m course.exercise check 05 --solution # the repository's own classes, which pass every check
 
 The skeleton is made from the solution itself (gpt/model.py, gpt/kv_cache.py, gpt/modern.py): the
 classes the step introduces, with their signatures, docstrings and shape comments, and the bodies a
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from gpt.errors import UserError
 from .interrupts import in_main_thread
 from .reference import ROOT, band, script
 
@@ -128,7 +128,7 @@ def skeleton(number: str) -> str:
                    if not name.startswith("_") and name not in mine and not inspect.ismodule(value))
     parts = [f'"""Step {number} of the course, for you to write: {", ".join(sorted(mine))}.\n\n'
              f"Write the bodies that raise NotImplementedError (the hints say what the lesson does), then:\n\n"
-             f"    python -m gpt.exercise check {number}\n\n"
+             f"    python -m course.exercise check {number}\n\n"
              f"Everything else is the repository's own code, imported below; keep the names, arguments and\n"
              f"layer names as they are: the checks copy the solution's weights into your classes.\n"
              f'"""\n',
@@ -185,7 +185,7 @@ def learner_file(folder: Path, number: str) -> Path:
 def load_learner(path: Path):
     """The learner's module, or a UserError that says what is wrong with the file (with its line)."""
     if not path.is_file():
-        raise UserError(f"no {path}: start the step first: python -m gpt.exercise start {path.stem[4:]}")
+        raise UserError(f"no {path}: start the step first: python -m course.exercise start {path.stem[4:]}")
     try:
         source = path.read_text(encoding="utf-8")
         compile(source, str(path), "exec")
@@ -210,7 +210,7 @@ def check_signatures(step: Step, learner, solution) -> None:
     """Each class and function is there, and takes the arguments the solution's takes."""
     for name in [*step.classes, *step.functions, *(f for _, fs in step.extras for f in fs)]:
         if not hasattr(learner, name):
-            raise UserError(f"your file has no {name}: keep the skeleton's names (python -m gpt.exercise start "
+            raise UserError(f"your file has no {name}: keep the skeleton's names (python -m course.exercise start "
                             f"{step.task[4:]} writes a fresh one elsewhere with --folder)")
         theirs = next((getattr(importlib.import_module(m), name) for m, fs in step.extras if name in fs), None)
         targets = [(name, getattr(learner, name), theirs or getattr(solution, name))]
@@ -395,7 +395,7 @@ def one_head_mistakes(head, cfg):
 
 
 def multi_head_mistakes(attn, cfg):
-    from .model import concat_heads
+    from gpt.model import concat_heads
 
     return head_mistakes(attn.queries_keys_values, attn.head_size, cfg.n_embd, concat_heads)
 
@@ -465,7 +465,7 @@ def check_dropout_off_in_eval(ctx: Context):
 
 
 def check_cache(ctx: Context):
-    from .model import GPT
+    from gpt.model import GPT
 
     torch.manual_seed(0)
     with ctx.patched():
@@ -488,11 +488,11 @@ def check_rope_relative(ctx: Context):
             self.start = start
 
         def attend(self, q, k, v):
-            from .model import causal_attention
+            from gpt.model import causal_attention
             return causal_attention(q, k, v)
 
     with ctx.patched():
-        from . import modern
+        from gpt import modern
         torch.manual_seed(0)
         sa = modern.RotaryAttention(32, 4, 16, 0.0).eval()
         x = torch.randn(1, 8, 32)
@@ -505,8 +505,8 @@ def check_rope_relative(ctx: Context):
 
 
 def check_estimate_loss(ctx: Context):
-    from .model import Bigram
-    from .train import estimate_loss
+    from gpt.model import Bigram
+    from gpt.train import estimate_loss
 
     torch.manual_seed(0)
     model = Bigram(V).train()
@@ -656,13 +656,13 @@ def start(number: str, folder: Path) -> int:
     path = learner_file(folder, number)
     if path.exists():
         print(f"{path} already exists, and holds your work: it was left as it is. Check it with: python -m "
-              f"gpt.exercise check {number} (or start afresh elsewhere with --folder DIR)")
+              f"course.exercise check {number} (or start afresh elsewhere with --folder DIR)")
         return 0
     from .files import atomic_write
 
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(skeleton(number))
-    print(f"wrote {path}: write the bodies that raise NotImplementedError, then: python -m gpt.exercise check {number}")
+    print(f"wrote {path}: write the bodies that raise NotImplementedError, then: python -m course.exercise check {number}")
     return 0
 
 
@@ -670,7 +670,7 @@ def main(argv=None) -> int:
     from .config import Parser
     from .exits import friendly_errors
 
-    parser = Parser(prog="python -m gpt.exercise", description=__doc__,
+    parser = Parser(prog="python -m course.exercise", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("start", "check"))
     parser.add_argument("step", help=f"the step: {', '.join(STEPS)}")

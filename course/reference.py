@@ -1,5 +1,5 @@
 """What a run can be checked against: the course's numbers, and this repository's reference bands
-(the final val loss of each task's default run over 3 seeds, measured by `python -m gpt.report`)."""
+(the final val loss of each task's default run over 3 seeds, measured by `python -m course.report`)."""
 
 import json
 from pathlib import Path

@@ -1,8 +1,8 @@
 """The whole course in one picture and one table, from the runs' own histories.
 
-    python -m gpt.report --train                  # every task's default run, seeds 1337-1339 (tasks 00-06: minutes)
-    python -m gpt.report --train --tasks task07 task09    # the long ones (10 minutes a run)
-    python -m gpt.report                          # read the runs: update assets/bands.json, draw the
+    python -m course.report --train                  # every task's default run, seeds 1337-1339 (tasks 00-06: minutes)
+    python -m course.report --train --tasks task07 task09    # the long ones (10 minutes a run)
+    python -m course.report                          # read the runs: update assets/bands.json, draw the
                                                   # figure, print README's task table
 
 --train runs each task's own command (`python taskNN.py --seed S`) in a fresh process, one after the
@@ -94,7 +94,7 @@ def make_bands(runs: dict) -> dict:
             "seeds": len(finals), "finals": {str(s): round(v, 4) for s, v in zip(by_seed, finals)},
             "epoch": next(iter(by_seed.values()))["history"][-1]["step"],
             "wall_mean": round(statistics.mean(r["wall"] for r in by_seed.values()), 1),
-            "command": f"python -m gpt.report --train --tasks {task}  (python {script(task)} --seed S, "
+            "command": f"python -m course.report --train --tasks {task}  (python {script(task)} --seed S, "
                        f"S in {', '.join(map(str, by_seed))})",
         }
         epoch = COURSE.get(task, (None,))[0]  # ours at the epoch the course printed, to set the two side by side
@@ -180,7 +180,7 @@ def draw(runs: dict, bands: dict, path: Path):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpt.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m course.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="run the tasks first (each seed in its own process)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None,
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         train(args.tasks or LECTURE_SIZED, args.seeds)
     runs = collect(TASKS)
     if not runs:
-        print(f"no runs under {RUNS}: run python -m gpt.report --train first", file=sys.stderr)
+        print(f"no runs under {RUNS}: run python -m course.report --train first", file=sys.stderr)
         return 2
     measured = make_bands(runs)
     reference = json.loads(BANDS.read_text()) if BANDS.exists() else {}

@@ -10,12 +10,12 @@ import json
 import time
 from pathlib import Path
 
-from .data import is_tiny_shakespeare
+from gpt.data import is_tiny_shakespeare
 from .files import atomic_write
-from .model import count_parameters
+from gpt.model import count_parameters
 from .reference import COURSE, COURSE_NOTES, band
-from .errors import UserError
-from .tokenizer import CharTokenizer
+from gpt.errors import UserError
+from gpt.tokenizer import CharTokenizer
 
 
 def encode_or_none(tokenizer, text: str) -> list[int] | None:
@@ -30,6 +30,8 @@ class RunFiles:
     evaluation the run printed, rewritten at each one), then loss.png, attention.png and summary.json
     (the config, the final numbers, the wall time). A run that replaces another run's files says so
     (a resumed run carries on its own). folder '' writes nothing."""
+
+    order = 40  # course/hooks.py: after the checkpoint, before the printed line
 
     def __init__(self, folder: str, task: str, name: str = "", log=print):
         self.dir = Path(folder) / (name or task) if folder else None

@@ -1,1 +1,0 @@
-"""Speed benchmarks, apart from the parts a learner reads: `python -m bench --help`."""
