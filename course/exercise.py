@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from gpt.errors import UserError
 from .interrupts import in_main_thread
-from .reference import ROOT, band, script
+from .reference import ROOT, band, hardware, normal_width, script
 
 
 @dataclass
@@ -612,7 +612,11 @@ def run_check(name: str, ctx: Context) -> tuple[bool, str]:
 
 def train_check(ctx: Context) -> tuple[bool, str]:
     """The learner's model trained as the task trains it; its final val loss against the band."""
-    reference = band(ctx.step.task)
+    from .device import choose_precision, resolve_device
+
+    device = resolve_device("auto")
+    where = hardware(device, choose_precision(device).name)
+    reference, measured_on = band(ctx.step.task, where)
     if ctx.number == "08" or reference is None:
         return True, "pass  training: nothing to train in this step (task 08 streams from task 07's model)"
     out = io.StringIO()
@@ -623,11 +627,13 @@ def train_check(ctx: Context) -> tuple[bool, str]:
         ctx.task.main(args)
     lines = [line for line in out.getvalue().splitlines() if line.startswith("Epoch ")]
     final = float(re.search(r"avg val loss (\S+)", lines[-1]).group(1))
-    width = max(3 * reference["std"], 0.01)
+    width = normal_width(reference)
     table = "\n".join(f"      {line}" for line in lines)
     ok = abs(final - reference["mean"]) <= width
+    elsewhere = "" if measured_on == where else f"; measured on {measured_on}, not on this {where}, whose " \
+                                                 f"numbers differ a little"
     verdict = (f"{'pass' if ok else 'FAIL'}  training: final val {final:.4f}, the band {reference['mean']:.4f} ± "
-               f"{width:.4f} (3 standard deviations over {reference['seeds']} seeds, or 0.01)\n{table}")
+               f"{width:.4f} (3 standard deviations over {reference['seeds']} seeds, or 0.01{elsewhere})\n{table}")
     if not ok:
         verdict += "\n      hint: the checks above pass but it trains differently: compare how the loss falls"
     return ok, verdict

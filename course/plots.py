@@ -5,6 +5,8 @@ import torch
 
 from gpt.model import eval_mode
 
+from .reference import normal_width
+
 # A line of Shakespeare from the validation split (the model never trained on it), for attention maps.
 ATTENTION_TEXT = "BAPTISTA:\nGood morrow, neighbour Gremio."
 
@@ -19,10 +21,12 @@ def pyplot():
 
 
 def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] | None = None,
-              band: dict | None = None, course_note: str = ""):
+              band: dict | None = None, course_note: str = "", band_elsewhere: str = ""):
     """Train and val loss against the step: the whole run on the left, its second half enlarged on the
     right, with the course's number (a star at the epoch it was printed) and this repository's
-    reference band (the final val loss over 3 seeds, mean +- std) to check the run against. A run
+    reference band to check the run against: the range a normal run's final val loss lands in (the
+    mean over 3 seeds, give or take course/reference.py's normal_width), measured on the run's kind of
+    hardware, or on band_elsewhere's, which the label then names. A run
     that ends before the course's epoch gets the course's number as a dotted line instead, so that
     both panels keep the run's own steps. The legend sits under the panels, over no curve or tick.
     Returns the figure (closed), whose axes a test can read."""
@@ -36,8 +40,11 @@ def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] |
         ax.plot([r["iter"] for r in shown], [r["train"] for r in shown], "o-", ms=3, label="train")
         ax.plot([r["iter"] for r in shown], [r["val"] for r in shown], "o-", ms=3, label="val")
         if band is not None:
-            ax.axhspan(band["mean"] - band["std"], band["mean"] + band["std"], color="tab:green", alpha=0.25,
-                       label=f"reference: final val {band['mean']:.4f} ± {band['std']:.4f} ({band['seeds']} seeds)")
+            width = normal_width(band)
+            where = f", measured on {band_elsewhere}" if band_elsewhere else ""
+            ax.axhspan(band["mean"] - width, band["mean"] + width, color="tab:green", alpha=0.25,
+                       label=f"normal: final val {band['mean']:.4f} ± {width:.4f} (3 std over {band['seeds']} seeds, "
+                             f"or 0.01{where})")
         if course is not None:
             note = f" ({course_note})" if course_note else ""
             label = f"course: {course[1]:.4f} at epoch {course[0]}{note}"

@@ -5,16 +5,21 @@
     python -m course.report                          # read the runs: update assets/bands.json, draw the
                                                   # figure, print README's task table
 
---train runs each task's own command (`python taskNN.py --seed S`) in a fresh process, one after the
-other, its files going to runs/seeds/S/taskNN/, and times it from start to exit. The report then
-takes each task's final val loss over the seeds as its reference band (mean ± std): the band every
-later run's loss curve shows, to tell whether a run is normal.
+--train runs each task's own command (`python taskNN.py --seed S`; task 07 with --preset cpu, the
+preset its band is of, on any hardware) in a fresh process, one after the other, its files going to
+runs/seeds/S/taskNN/, and times it from start to exit. `--tasks` replaces the default list (tasks
+00-06): `--tasks task07 task09` runs those two only. The report then takes each task's final val
+loss over the seeds as its reference band (mean ± std): the band every later run's loss curve shows,
+and the exercise grader checks against, to tell whether a run is normal.
 
-The committed reference is never lost to a partial report: the bands measured replace only those
-tasks' bands in assets/bands.json, and only when measured over at least as many seeds as the band
-they replace (one seed never stands in for three); every other task's band stays as it was. The
-figure goes to assets/course.png (README's first figure) only when every task was measured so;
-otherwise to runs/seeds/course.png, unless --figure names a place.
+Bands are kept per kind of hardware (course/reference.py), since the same seed prints a slightly
+different table on other kernels, a GPU or another precision: a report on a GPU or a Mac writes that
+hardware's bands beside the committed x86 CPU ones, and never replaces them. Nor is the committed
+reference lost to a partial report: the bands measured replace only those tasks' bands of that
+hardware, and only when measured over at least as many seeds as the band they replace (one seed
+never stands in for three). The figure goes to assets/course.png (README's first figure) only when
+every task was measured so on the reference hardware; otherwise to runs/seeds/course.png, unless
+--figure names a place.
 """
 
 import argparse
@@ -29,7 +34,8 @@ import time
 from pathlib import Path
 
 from .files import atomic_write
-from .reference import BANDS, COURSE, COURSE_NOTES, LECTURE_SIZED, ROOT, SAVES_CHECKPOINTS, script
+from .reference import (BANDS, COURSE, COURSE_NOTES, LECTURE_SIZED, REFERENCE_HARDWARE, ROOT, SAVES_CHECKPOINTS,
+                        all_bands, script)
 from .reference import TRAINED as TASKS
 
 SEEDS = (1337, 1338, 1339)
@@ -39,6 +45,7 @@ FIGURE = ROOT / "assets" / "course.png"
 
 def command(task: str, seed: int) -> list[str]:
     cmd = [sys.executable, script(task), "--seed", str(seed), "--runs", str(RUNS / str(seed))]
+    cmd += ["--preset", "cpu"] if task == "task07" else []  # the preset its band is of, on a GPU too
     return cmd + (["--checkpoint", ""] if task in SAVES_CHECKPOINTS else [])  # never replace the user's models
 
 
@@ -184,7 +191,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="run the tasks first (each seed in its own process)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None,
-                        help="with --train: which tasks (default: task00 to task06); the report reads every task it finds")
+                        help="with --train: which tasks, instead of the default task00 to task06 (e.g. --tasks task07 "
+                             "task09); the report reads every task it finds")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="with --train (default: 1337 1338 1339)")
     parser.add_argument("--figure", default=None, help=f"where to draw (default: {FIGURE} when every task was "
                                                        f"measured, else {RUNS / 'course.png'})")
@@ -195,26 +203,37 @@ def main(argv=None) -> int:
     if not runs:
         print(f"no runs under {RUNS}: run python -m course.report --train first", file=sys.stderr)
         return 2
+    kinds = sorted({r["summary"].get("hardware", "") for by_seed in runs.values() for r in by_seed.values()})
+    if kinds != [kinds[0]] or not kinds[0]:
+        print(f"the runs under {RUNS} " + ("don't say which hardware they ran on (an older version wrote them)"
+              if "" in kinds else f"come from several kinds of hardware ({'; '.join(kinds)})") +
+              ": a band is of one kind. Measure them again here: python -m course.report --train", file=sys.stderr)
+        return 2
+    where = kinds[0]
     measured = make_bands(runs)
-    reference = json.loads(BANDS.read_text()) if BANDS.exists() else {}
+    everything = all_bands()
+    reference = everything.get(where, {})
     bands, kept = merge(reference, measured)
     if bands != reference:
         with atomic_write(BANDS, "w") as f:
-            json.dump(bands, f, indent=1)
-    whole = set(measured) - set(kept) == set(TASKS)  # every task, over at least the reference's seeds
+            json.dump({**everything, where: bands}, f, indent=1)
+    # every task, over at least the reference's seeds, on the hardware of the committed figure
+    whole = set(measured) - set(kept) == set(TASKS) and where == REFERENCE_HARDWARE
     figure = Path(args.figure) if args.figure else FIGURE if whole else RUNS / "course.png"
     draw(runs, measured, figure)
     print(table(measured, runs))
     print()
     replaced = [task for task in measured if task not in kept]
     others = len(bands) - len(replaced)
-    print(f"{BANDS}: " + (f"the bands of {', '.join(replaced)} replaced by these; " if replaced else "unchanged; ")
-          + f"{others} other task{'s' if others != 1 else ''}' bands as they were")
+    print(f"{BANDS}, {where}: " + (f"the bands of {', '.join(replaced)} replaced by these; " if replaced else
+                                   "unchanged; ") + f"{others} other task{'s' if others != 1 else ''}' bands as they were"
+          + ("" if where == REFERENCE_HARDWARE else f"; the committed {REFERENCE_HARDWARE} bands as they were"))
     for task in kept:
         print(f"  {task}: measured over {measured[task]['seeds']} seed(s), the reference over {reference[task]['seeds']}: "
               f"kept the reference (measure at least as many seeds to replace it)")
     print(f"drew {figure}" + ("" if args.figure or whole else
-                              f" ({FIGURE} is drawn when every task is measured; --figure PATH draws anywhere)"))
+                              f" ({FIGURE} is drawn when every task is measured on the {REFERENCE_HARDWARE} of the "
+                              f"committed bands; --figure PATH draws anywhere)"))
     return 0
 
 

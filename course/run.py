@@ -39,6 +39,7 @@ from .exits import friendly_errors
 from .files import check_writable
 from .hooks import FinalEvaluation, PrintTable, ProgressBar, TimeBudget, print_flushed
 from .measures import format_measures
+from .reference import hardware
 from .run_files import RunFiles, encode_or_none
 from .steps import step_for
 from .timing import BusyWatch, expected_seconds, how_long, seconds_per_step
@@ -78,6 +79,7 @@ class Run:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.precision = choose_precision(self.device, cfg.precision)
+        self.hardware = hardware(self.device, self.precision.name)  # whose reference band the run is drawn against
         self.files = RunFiles(cfg.runs, task, files or task, self.log)
         self.busy = BusyWatch(self.log, self.command())  # says so when the machine gets busy
 
@@ -102,10 +104,11 @@ class Run:
         needed a step for mixed precision, micro-steps or processes. batches: as train() takes them;
         trains: what the loop trains, if not model itself (a stateful RNN's wrapper, gpt/rnn.py)."""
         state, scaler_state = self.start(model, optimizer, data)
+        trained = self.wrap(trains or model)
+        hooks = [*hooks, *self.hooks(model, data)]
         step = step_for(self.precision, self.cfg.grad_accum, self.world_size, scaler_state)
         batches = pinned(batches or random_windows(data, self.cfg), self.device)  # to a GPU asynchronously
-        return train(self.wrap(trains or model), optimizer, data, self.cfg, [*hooks, *self.hooks(model, data)],
-                     state, batches, step)
+        return train(trained, optimizer, data, self.cfg, hooks, state, batches, step)
 
     def start(self, model, optimizer, data) -> tuple[TrainingState, dict | None]:
         """The run's first lines; where it starts from (a fresh state), and its saved loss scale (none)."""
@@ -146,7 +149,7 @@ class Run:
         if checkpoint:
             self.log(f"saved the final model to {checkpoint}")
         sample = sample_text(model, data.tokenizer, cfg.sample_tokens, cfg.seed)
-        written = self.files.finish(history, model, data.tokenizer, measures, cfg)
+        written = self.files.finish(history, model, data.tokenizer, measures, cfg, self.hardware)
         if written:
             self.log(f"run files: {', '.join(written)}")
         if cfg.sample_tokens:

@@ -59,8 +59,9 @@ class RunFiles:
         with atomic_write(self.dir / "history.csv", "w", newline="") as f:
             f.write(buf.getvalue())
 
-    def finish(self, history, model, tokenizer, measures, cfg) -> list[str]:
-        """Write the pictures and the summary; returns the paths written."""
+    def finish(self, history, model, tokenizer, measures, cfg, where: str) -> list[str]:
+        """Write the pictures and the summary; returns the paths written. where: the kind of hardware the
+        run ran on (course/reference.py), whose band its loss curve is drawn against."""
         if self.dir is None:
             return []
         from .plots import ATTENTION_TEXT, attention_modules, draw_attention, plot_loss
@@ -69,8 +70,9 @@ class RunFiles:
         written = [self.dir / "history.csv"]
         # the course's numbers and the bands are per character of Tiny Shakespeare: for no other text or tokens
         reference = isinstance(tokenizer, CharTokenizer) and is_tiny_shakespeare(cfg.data)
+        reference_band, measured_on = band(task, where) if reference else (None, "")
         plot_loss(history, self.dir / "loss.png", self.dir.name, COURSE.get(task) if reference else None,
-                  band(task) if reference else None, COURSE_NOTES.get(task, ""))
+                  reference_band, COURSE_NOTES.get(task, ""), "" if measured_on == where else measured_on)
         written.append(self.dir / "loss.png")
         if attention_modules(model):
             missing = [ch for ch in sorted(set(ATTENTION_TEXT)) if encode_or_none(tokenizer, ch) is None]
@@ -81,7 +83,7 @@ class RunFiles:
                 draw_attention(model, tokenizer, ATTENTION_TEXT, self.dir / "attention.png",
                                f"{task}: attention of the trained model")
                 written.append(self.dir / "attention.png")
-        summary = {"task": task, "config": dataclasses.asdict(cfg), "parameters": count_parameters(model),
+        summary = {"task": task, "hardware": where, "config": dataclasses.asdict(cfg), "parameters": count_parameters(model),
                    "final": history[-1], "measures": measures,
                    "wall_seconds": round(time.perf_counter() - self.started, 2)}
         with atomic_write(self.dir / "summary.json", "w") as f:

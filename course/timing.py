@@ -67,16 +67,16 @@ def duration(seconds: float) -> str:
 
 
 class BusyWatch:
-    """A hook for the training loop: once the run's steps have settled, the median of its recent
-    steps against the median of its first ones; when the recent ones take `slower` times as long or
-    more, it says once that the machine looks busy, and how to ask for fewer threads. `busy` tells a
-    caller (task 09's --compare) that the run's times were taken under load."""
+    """A hook for the training loop: once the run's steps have settled, the median of each window of
+    recent steps against the median of its first ones; when two windows in a row take `slower` times
+    as long or more, it says once that the machine looks busy, and how to ask for fewer threads.
+    `busy` tells a caller (task 09's --compare) that the run's times were taken under load."""
 
     order = 6  # course/hooks.py: its clock around the same moments as StepTimes'
 
-    def __init__(self, log, command: str = "python ...", slower: float = 2.0, window: int = 50):
+    def __init__(self, log, command: str = "python ...", slower: float = 3.0, window: int = 100):
         self.log, self.command, self.slower, self.window = log, command, slower, window
-        self.steps, self.began, self.first, self.busy = [], 0.0, None, False
+        self.steps, self.began, self.first, self.slow_windows, self.busy = [], 0.0, None, 0, False
 
     def before_step(self, trainer):
         self.began = time.perf_counter()
@@ -84,14 +84,17 @@ class BusyWatch:
     def after_step(self, trainer):
         self.steps.append(time.perf_counter() - self.began)
         n = len(self.steps)
+        if n % self.window:
+            return
+        recent = statistics.median(self.steps[-self.window:])
         if n == 2 * self.window:  # the first steps after warming up: the machine's speed for this run
-            self.first = statistics.median(self.steps[self.window:])
-        elif self.first and n % self.window == 0:
-            recent = statistics.median(self.steps[-self.window:])
-            if recent >= self.slower * self.first and not self.busy:
+            self.first = recent
+        elif self.first:
+            self.slow_windows = self.slow_windows + 1 if recent >= self.slower * self.first else 0
+            if self.slow_windows == 2 and not self.busy:
                 self.busy = True
-                self.log(f"note: the last {self.window} steps took {recent / self.first:.1f}x as long as this run's "
-                         f"first ones ({1000 * recent:.0f} against {1000 * self.first:.0f} ms): the machine looks busy. "
-                         f"Its other work slows this run, and threads competing for the cores make it worse: with "
-                         f"fewer threads it may go faster, e.g. OMP_NUM_THREADS=1 {self.command} (the time column "
+                self.log(f"note: the last {2 * self.window} steps took {recent / self.first:.1f}x as long as this run's "
+                         f"first ones ({1000 * recent:.0f} against {1000 * self.first:.0f} ms a step): the machine looks "
+                         f"busy. Its other work slows this run, and threads competing for the cores make it worse: "
+                         f"with fewer threads it may go faster, e.g. OMP_NUM_THREADS=1 {self.command} (the time column "
                          f"changes; the losses may differ in their last digits)")

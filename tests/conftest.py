@@ -2,11 +2,15 @@ import math  # noqa: F401  (handy in assertions)
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from course.startup import choose_avx2  # noqa: E402
+
+choose_avx2()  # the kernels the scripts run (course/startup.py), before any test computes anything
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from gpt.data import DEFAULT_PATH  # noqa: E402
 

@@ -305,6 +305,7 @@ def test_avx2_kernels_are_asked_for_only_where_they_are_safe_and_wanted():
         assert not startup.choose_avx2(env, machine, flags) and env == before
 
 
+@pytest.mark.slow  # a process or more started per test: seconds each
 @pytest.mark.skipif(not {"avx2", "fma"} <= startup.cpu_flags(), reason="this CPU has no AVX2 (or it can't tell)")
 def test_a_script_gets_the_avx2_kernels_and_native_opts_out(tmp_path):
     """A script of this repository (here python -m course.X, as a task script) asks for the AVX2 kernels

@@ -63,6 +63,7 @@ def tiny(small_text_file, tmp_path, name: str, *more: str) -> list[str]:
             "--checkpoint", str(tmp_path / f"{name}.pt"), *more]
 
 
+@pytest.mark.slow  # a process or more started per test: seconds each
 def test_two_processes_under_torchrun_print_the_table_once_and_train_what_one_process_trains(small_text_file, tmp_path):
     one = run(PYTHON, "task07.py", tiny(small_text_file, tmp_path, "one", "--max-iters", "6"))
     two = run(torchrun(2), "task07.py", tiny(small_text_file, tmp_path, "two", "--max-iters", "6"))
@@ -79,6 +80,7 @@ def test_two_processes_under_torchrun_print_the_table_once_and_train_what_one_pr
     assert worst < TOLERANCE, f"the trained weights differ by up to {worst:.2e}"
 
 
+@pytest.mark.slow  # a process or more started per test: seconds each
 def test_a_torchrun_checkpoint_resumes_in_one_process_and_a_single_process_one_under_torchrun(small_text_file,
                                                                                              tmp_path):
     """6 steps one way, then --resume to 9 steps the other way, against 9 steps in one process. With a
@@ -90,6 +92,10 @@ def test_a_torchrun_checkpoint_resumes_in_one_process_and_a_single_process_one_u
     for first, then, name in ((torchrun(2), PYTHON, "ddp_then_one"), (PYTHON, torchrun(2), "one_then_ddp")):
         six = run(first, "task07.py", tiny(small_text_file, tmp_path, name, "--max-iters", "6", *constant))
         assert six.returncode == 0, six.stderr
+        if first is not PYTHON:  # a checkpoint two processes wrote streams in task 08 as one process's does
+            streamed = run(PYTHON, "task08_infinite.py", ["--checkpoint", str(tmp_path / f"{name}.pt"),
+                                                          "--max-new-tokens", "40", "--device", "cpu"])
+            assert streamed.returncode == 0 and len(streamed.stdout) == len("\n") + 40 + len("\n"), streamed.stderr
         nine = run(then, "task07.py", tiny(small_text_file, tmp_path, name, "--max-iters", "9", *constant, "--resume"))
         assert nine.returncode == 0, nine.stderr
         assert "resumed from" in nine.stdout and nine.stdout.count("resumed from") == 1
@@ -119,6 +125,7 @@ def test_a_batch_that_the_processes_and_micro_steps_do_not_divide_is_refused():
     check_divisible(16, 2, 4)  # 2 processes x 4 micro-steps x 2 rows
 
 
+@pytest.mark.slow  # a process or more started per test: seconds each
 def test_under_torchrun_a_batch_that_does_not_split_nccl_without_gpus_and_tasks_00_06_get_a_message(
         small_text_file, tmp_path):
     uneven = run(torchrun(2), "task07.py", tiny(small_text_file, tmp_path, "x", "--max-iters", "2",
@@ -156,6 +163,7 @@ sys.exit(0 if task07.main(sys.argv[1:]) is not None else 1)
 """
 
 
+@pytest.mark.slow  # a process or more started per test: seconds each
 def test_when_a_process_dies_the_others_stop_and_the_failure_names_it(small_text_file, tmp_path):
     script = tmp_path / "dies.py"
     script.write_text(DIES.format(root=str(ROOT)))

@@ -31,14 +31,17 @@ TINY07 = ["--preset", "cpu", "--block-size", "16", "--n-embd", "16", "--n-head",
 BPE = ["--tokenizer", "bpe", "--vocab-size", "60"]
 
 
-def fake_seed_runs(runs: Path, task: str, finals: dict) -> None:
+REFERENCE = "x86 CPU, AVX2 kernels, fp32"  # where the committed bands were measured
+
+
+def fake_seed_runs(runs: Path, task: str, finals: dict, where: str = REFERENCE) -> None:
     """What `python -m course.report --train` leaves for one task: a history, a summary and a wall time per seed."""
     for seed, final in finals.items():
         run = runs / str(seed) / task
         run.mkdir(parents=True, exist_ok=True)
         (run / "history.csv").write_text("step,train_loss,val_loss,seconds,eval_batches\n0,4.2,4.2,0.1,200\n"
                                          f"4999,{final - 0.05},{final},7,200\n")
-        (run / "summary.json").write_text(json.dumps({"parameters": 4225}))
+        (run / "summary.json").write_text(json.dumps({"parameters": 4225, "hardware": where}))
         (run / "wall.json").write_text(json.dumps({"wall_seconds": 7.0}))
 
 
@@ -46,7 +49,8 @@ def test_a_partial_report_keeps_every_other_tasks_band_and_the_committed_figure(
     import course.report as report
 
     committed = json.loads((ROOT / "assets" / "bands.json").read_text())
-    assert len(committed) == len(report.TASKS), "the committed reference holds every task's band"
+    assert list(committed) == [REFERENCE] and len(committed[REFERENCE]) == len(report.TASKS), \
+        "the committed reference holds every task's band, measured on an x86 CPU"
     bands, figure = tmp_path / "bands.json", tmp_path / "course.png"
     shutil.copy(ROOT / "assets" / "bands.json", bands)
     figure.write_bytes(b"the committed figure")
@@ -64,11 +68,40 @@ def test_a_partial_report_keeps_every_other_tasks_band_and_the_committed_figure(
     assert "kept the reference" in capsys.readouterr().out
 
     assert report.main(["--train", "--tasks", "task00", "--seeds", "1337", "1338", "1339"]) == 0
-    after = json.loads(bands.read_text())
+    after = json.loads(bands.read_text())[REFERENCE]
+    mine = committed[REFERENCE]
     assert after["task00"]["finals"] == {"1337": 2.5, "1338": 2.52, "1339": 2.54} and after["task00"]["seeds"] == 3
-    assert {t: b for t, b in after.items() if t != "task00"} == {t: b for t, b in committed.items() if t != "task00"}
-    assert list(after) == list(committed), "in the course's order"
+    assert {t: b for t, b in after.items() if t != "task00"} == {t: b for t, b in mine.items() if t != "task00"}
+    assert list(after) == list(mine), "in the course's order"
     assert figure.read_bytes() == b"the committed figure", "only task00 was measured"
+
+
+def test_a_report_on_other_hardware_writes_its_own_bands_and_keeps_the_x86_ones(tmp_path, monkeypatch, capsys):
+    """A full report on a GPU (or a Mac, or an ARM CPU) over 3 seeds: its bands go beside the committed
+    x86 CPU ones, which stay as they were, and the committed figure is not redrawn."""
+    import course.report as report
+
+    committed = json.loads((ROOT / "assets" / "bands.json").read_text())
+    bands, figure = tmp_path / "bands.json", tmp_path / "course.png"
+    shutil.copy(ROOT / "assets" / "bands.json", bands)
+    figure.write_bytes(b"the committed figure")
+    for name, value in (("RUNS", tmp_path / "seeds"), ("BANDS", bands), ("FIGURE", figure)):
+        monkeypatch.setattr(report, name, value)
+    monkeypatch.setattr(report, "train", lambda tasks, seeds: [fake_seed_runs(
+        tmp_path / "seeds", task, {s: 2.0 + s / 1e5 for s in seeds}, "cuda, bf16") for task in report.TASKS])
+    assert report.main(["--train"]) == 0
+    after = json.loads(bands.read_text())
+    assert after[REFERENCE] == committed[REFERENCE], "the x86 CPU bands are never replaced from other hardware"
+    assert set(after["cuda, bf16"]) == set(report.TASKS) and after["cuda, bf16"]["task00"]["seeds"] == 3
+    assert figure.read_bytes() == b"the committed figure"
+    assert f"the committed {REFERENCE} bands as they were" in capsys.readouterr().out
+
+
+def test_the_report_trains_task07s_cpu_preset_on_any_hardware():
+    import course.report as report
+
+    cmd = report.command("task07", 1337)
+    assert cmd[cmd.index("--preset") + 1] == "cpu" and "--preset" not in report.command("task05", 1337)
 
 
 def test_a_bpe_run_writes_beside_the_character_run_not_over_it(tmp_path, small_text_file, capsys):
@@ -163,8 +196,8 @@ def test_another_text_draws_no_reference_and_says_why_it_has_no_attention_pictur
                                                                                    monkeypatch, capsys):
     drawn = []
     plot_loss = plots.plot_loss
-    monkeypatch.setattr(plots, "plot_loss", lambda history, path, title, course=None, band=None, note="": (
-        drawn.append((course, band)), plot_loss(history, path, title, course, band, note)))
+    monkeypatch.setattr(plots, "plot_loss", lambda history, path, title, course=None, band=None, note="", where="": (
+        drawn.append((course, band)), plot_loss(history, path, title, course, band, note, where)))
     task01.main(TINY + ["--data", str(small_text_file), "--runs", str(tmp_path / "mine")])
     out = capsys.readouterr().out
     assert drawn == [(None, None)], "Tiny Shakespeare's band and the course's star are not this text's"

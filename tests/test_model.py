@@ -88,8 +88,36 @@ def test_attention_rows_sum_to_one_and_ignore_the_future():
 def test_fused_attention_equals_the_explicit_math():
     q, k, v = torch.randn(3, 2, NH, T, 8).unbind(0)
     expected = causal_attention_weights(q, k) @ v
-    diff = (causal_attention(q, k, v) - expected).abs().max().item()
-    assert diff < 1e-5, f"max difference {diff}"
+    for fused in (True, False):
+        diff = (causal_attention(q, k, v, fused=fused) - expected).abs().max().item()
+        assert diff < 1e-5, f"fused={fused}: max difference {diff}"
+
+
+@pytest.mark.parametrize("make", [lambda: MultiHeadAttention(C, NH), lambda: CausalSelfAttention(C, NH, 0.0)])
+def test_the_fused_kernel_and_the_lectures_arithmetic_give_the_same_attention(make):
+    """The flag that picks the fused kernel (the default from task 02 on) or the arithmetic written out,
+    as nanoGPT keeps both: the same outputs, and the same gradients, to rounding."""
+    torch.manual_seed(0)
+    attn = make()
+    x = torch.randn(B, T, C, requires_grad=True)
+    outs, grads = [], []
+    for fused in (True, False):
+        attn.fused = fused
+        out = attn(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), x)[0])
+    assert (outs[0] - outs[1]).abs().max().item() < 1e-5 and (grads[0] - grads[1]).abs().max().item() < 1e-4
+
+
+def test_task_01s_head_writes_the_lectures_arithmetic_out_in_its_own_forward():
+    """The head a learner reads at step 01 computes softmax(q k^T / sqrt(hs)) with the future masked,
+    then @ v, in its own forward: it never calls the fused kernel."""
+    import inspect
+
+    source = inspect.getsource(AttentionHead.forward)
+    assert "scaled_dot_product_attention" not in source and "causal_attention(" not in source
+    for line in ("q @ k.transpose(-2, -1)", "masked_fill", "F.softmax(wei, dim=-1)", "wei @ v"):
+        assert line in source, line
 
 
 @pytest.mark.parametrize("make", [lambda: AttentionHead(C, C), lambda: MultiHeadAttention(C, NH)])

@@ -129,6 +129,7 @@ SHORT = ["--max-iters", "12", "--eval-interval", "6", "--eval-iters", "2", "--fi
          "--sample-tokens", "20", "--gen-chars", "30", "--cell", "gru"]
 
 
+@pytest.mark.slow  # a process or more started per test: seconds each
 def test_a_short_comparison_prints_the_table_with_its_rows_and_saves_a_model_task08_streams(
         tmp_path, small_text_file, capsys):
     ckpts, runs = tmp_path / "ckpt", tmp_path / "runs"

@@ -174,3 +174,13 @@ def test_a_misspelt_choice_fails_when_the_config_is_made():
 def test_no_task_script_imports_another():
     for path in ROOT.glob("task*.py"):
         assert not re.search(r"^\s*(from|import)\s+task\d", path.read_text(), re.M), path.name
+
+
+def test_sample_tokens_0_samples_nothing_and_says_nothing_about_sampling(small_text_file, capsys):
+    import task01
+
+    result = task01.main(["--data", str(small_text_file), "--max-iters", "4", "--eval-interval", "2",
+                          "--eval-iters", "1", "--sample-tokens", "0", "--runs", "", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert result["sample"] == "" and "Sampling" not in out, out
+    assert out.splitlines()[-1].startswith("val ("), "the measures line ends the output: no blank sample after it"

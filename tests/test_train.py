@@ -339,19 +339,22 @@ def test_a_busy_machine_is_named_once_when_recent_steps_are_far_slower_than_the_
     import course.timing as timing
 
     said = []
-    watch = timing.BusyWatch(said.append, "python task07.py", slower=2.0, window=10)
-    durations = [0.01] * 40 + [0.03] * 40  # from step 40 on, three times as slow
+    watch = timing.BusyWatch(said.append, "python task07.py", slower=3.0, window=10)
+    durations = [0.01] * 40 + [0.04] * 10 + [0.01] * 10 + [0.04] * 30  # one slow burst, then slow for good
     clock = iter(t for d in durations for t in (0.0, d))
     monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
-    for _ in durations[:40]:
-        watch.before_step(None)
-        watch.after_step(None)
-    assert not watch.busy and not said, "steady steps are not a busy machine"
-    for _ in durations[40:]:
-        watch.before_step(None)
-        watch.after_step(None)
+
+    def steps(n):
+        for _ in range(n):
+            watch.before_step(None)
+            watch.after_step(None)
+    steps(60)
+    assert not watch.busy and not said, "steady steps, and one slow window, are not a busy machine"
+    steps(20)
     assert watch.busy and len(said) == 1, said
-    assert "3.0x as long" in said[0] and "OMP_NUM_THREADS=1 python task07.py" in said[0]
+    assert "4.0x as long" in said[0] and "OMP_NUM_THREADS=1 python task07.py" in said[0]
+    steps(10)
+    assert len(said) == 1, "said once"
 
 
 def test_step_times_count_every_step_and_stop_before_the_final_evaluation():
@@ -364,3 +367,31 @@ def test_step_times_count_every_step_and_stop_before_the_final_evaluation():
                     hooks=[timer, FinalEvaluation(50)])
     assert len(timer.steps) == 7 and 0 < timer.median() <= max(timer.steps)
     assert timer.seconds <= history[-1]["time"], "the final evaluation comes after the training time"
+
+
+def test_with_no_options_the_loop_is_the_lectures_five_lines_exactly():
+    """train() with no hooks, batches or step: the same weights, bit for bit, and the same evaluations as
+    the lecture's loop written out here (batches and evaluations drawn from the run's two generators)."""
+    cfg = run_cfg(batch_size=4, max_iters=9, eval_interval=4, eval_iters=2, seed=5)
+    data = both(torch.arange(3000) % V)
+
+    torch.manual_seed(0)
+    model = tiny_model(dropout=0.1)
+    history = train(model, make_optimizer(model.parameters(), 1e-3), data, cfg)
+
+    torch.manual_seed(0)
+    lecture = tiny_model(dropout=0.1)
+    optimizer = make_optimizer(lecture.parameters(), 1e-3)
+    batches, evaluations = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
+    losses = []
+    for it in range(cfg.max_iters):
+        if it % cfg.eval_interval == 0 or it == cfg.max_iters - 1:
+            losses.append(estimate_loss(lecture, {"train": data.train, "val": data.val}, 4, T, 2, evaluations))
+        xb, yb = get_batch(data.train, 4, T, batches)
+        logits, loss = lecture(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    assert [(r["train"], r["val"]) for r in history] == [(l["train"], l["val"]) for l in losses]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), lecture.parameters()))
