@@ -1,8 +1,8 @@
 """What a program this repository starts does first, when it imports `course` (every script imports
 it before gpt, and so before PyTorch loads):
 
-- it says that it is starting, since loading PyTorch takes seconds, and up to a minute on the first
-  start after installing it, when nothing else would be printed;
+- it says that it is starting, since loading PyTorch takes seconds, longer on the first start after
+  installing it, when nothing else would be printed;
 - Ctrl-C or SIGTERM while it starts ends it with one line and status 130 (143), nothing written
   (course/interrupts.py);
 - on x86 it asks PyTorch for its AVX2 kernels, so that the same seed prints the same table on every
@@ -87,8 +87,8 @@ def prepare_process() -> None:
     if program is None:
         return
     install_outside_a_run()  # first: from here on, Ctrl-C ends the program with one line
-    print(f"{program}: starting (loading PyTorch takes seconds, and up to a minute the first time after "
-          f"installing it)", file=sys.stderr, flush=True)
+    print(f"{program}: starting (loading PyTorch: seconds, longer on the first start after installing it)",
+          file=sys.stderr, flush=True)
     choose_avx2()
 
 
