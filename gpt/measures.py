@@ -1,6 +1,7 @@
 """The measures learners compare, over a whole split with every position scored once: loss,
 perplexity, bits per character and top-1 / top-5 accuracy of the next token; and the loss at each
-position of the window, which shows how much the context helps.
+position of the window, which shows how much the context helps (`measure`'s, from consecutive
+windows, and `loss_by_position`'s, smooth, from every window start).
 
 Loss and perplexity are per token, so they depend on the tokenizer; bits per character divide the
 same total by the number of characters of the text instead, so a character-level model and a
@@ -13,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
 from .model import eval_mode
 from .train import EVAL_TOKENS
 
@@ -58,6 +60,55 @@ def measure(model, ids: torch.Tensor, n_chars: int, block_size: int) -> dict:
     return {"tokens": n, "chars": n_chars, "loss": loss, "perplexity": math.exp(loss),
             "bits_per_char": bits_per_char(nll, n_chars), "top1": top1 / n, "top5": top5 / n,
             "loss_by_position": (by_position / max(1, len(full))).tolist()}
+
+
+@torch.inference_mode()
+def loss_by_position(model, ids: torch.Tensor, block_size: int, every: int = 1) -> list[float]:
+    """The mean loss at each position t of the window (the prediction made from t tokens of context),
+    over windows of ids that start at every token: x = ids[s:s+block_size] predicts
+    ids[s+1:s+block_size+1], for every s. In eval mode.
+
+    measure() cuts the text into consecutive windows, so each position is averaged over its own
+    1/block_size of the tokens (about 1,700 of the validation split's 111,540 at block 64): the curve
+    mixes what the context does with which characters happen to fall at that position, and is jagged.
+    From every start, each token is predicted from every amount of context, 0 to block_size - 1, so
+    every position is averaged over the same tokens (all but the t first and the block_size - 1 - t
+    last) and the curve shows what the context alone does.
+
+    That costs block_size times measure()'s forward passes. every > 1 measures a 1/every share of them:
+    runs of 4 * block_size consecutive starts, one run in every `every`, spread evenly over ids. Within
+    a run every position still averages over nearly the same tokens, so the curve stays smooth; its
+    level is that of the runs' part of the text (RESEARCH_LOG.md, 2026-12-03, has both measured). Every
+    k-th start instead would give each position its own tokens again, and the curve its jaggedness.
+    """
+    n_windows = len(ids) - block_size
+    if n_windows < 1:
+        raise UserError(f"a text of {len(ids)} tokens holds no window of {block_size} tokens and the one after "
+                        f"them: give a longer text")
+    starts = window_starts(n_windows, block_size, every)
+    device = next(model.parameters()).device
+    per_forward = max(1, EVAL_TOKENS.get(device.type, EVAL_TOKENS["default"]) // block_size)
+    total = torch.zeros(block_size, dtype=torch.float64)
+    with eval_mode(model):
+        for batch in starts.split(per_forward):
+            chunk = ids[batch[:, None] + torch.arange(block_size + 1)].to(device)  # (N, T+1): windows, next token
+            logits, _ = model(chunk[:, :-1])  # (N, T) -> (N, T, V)
+            nll = F.cross_entropy(logits.float().flatten(0, 1), chunk[:, 1:].flatten(), reduction="none")  # (N*T,)
+            total += nll.view(len(batch), block_size).sum(0).cpu().double()  # (T,); MPS has no float64
+    return (total / len(starts)).tolist()
+
+
+def window_starts(n_windows: int, block_size: int, every: int = 1) -> torch.Tensor:
+    """The window starts loss_by_position measures: all of 0..n_windows-1, or runs of 4 * block_size
+    consecutive ones, one run in every `every`."""
+    s = torch.arange(n_windows)
+    return s[(s // (4 * block_size)) % every == 0]
+
+
+def loss_by_position_val(model, data, block_size: int, every: int = 1) -> list[float]:
+    """loss_by_position() over a Dataset's validation split, from the last training token on (as
+    measure_val), so that every validation token is predicted from each amount of context."""
+    return loss_by_position(model, torch.cat([data.train[-1:], data.val]), block_size, every)
 
 
 def bits_per_char(nats: float, n_chars: int) -> float:

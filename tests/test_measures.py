@@ -6,7 +6,11 @@ import torch.nn as nn
 
 from gpt.data import load_dataset
 from course.measures import format_measures
-from gpt.measures import measure, measure_val
+from gpt.errors import UserError
+from gpt.measures import loss_by_position, measure, measure_val
+from gpt.model import GPT
+
+V_SMALL = 12
 
 
 class FixedLogits(nn.Module):
@@ -80,3 +84,42 @@ def test_loss_by_position_is_the_loss_made_from_each_amount_of_context():
     expected = [math.log(1 + math.exp(-t)) for t in range(4)]  # -log p(token 0) at position t
     assert m["loss_by_position"] == pytest.approx(expected, abs=1e-6)
     assert m["loss"] == pytest.approx((3 * sum(expected) + expected[0] + expected[1]) / 14, abs=1e-6)
+
+
+def by_hand(model, ids: torch.Tensor, block_size: int, starts=None) -> list[float]:
+    """The loss at each position from every window start (or those given), one window at a time."""
+    sums = [0.0] * block_size
+    starts = starts if starts is not None else range(len(ids) - block_size)
+    for s in starts:
+        logits, _ = model(ids[None, s:s + block_size])
+        nll = torch.nn.functional.cross_entropy(logits[0], ids[s + 1:s + block_size + 1], reduction="none")
+        sums = [a + b for a, b in zip(sums, nll.tolist())]
+    return [a / len(starts) for a in sums]
+
+
+def test_loss_by_position_from_every_start_is_each_windows_loss_averaged_by_hand():
+    torch.manual_seed(0)
+    model = GPT(V_SMALL, 8, 16, 2, 1).eval()
+    ids = torch.randint(V_SMALL, (700,))  # 692 windows: more than one forward's 512 (4,096 tokens of 8)
+    assert loss_by_position(model, ids, 8) == pytest.approx(by_hand(model, ids, 8), abs=1e-5)
+    runs = [s for s in range(692) if s // 32 % 3 == 0]  # every=3: runs of 4 * 8 starts, one in every 3
+    assert loss_by_position(model, ids, 8, every=3) == pytest.approx(by_hand(model, ids, 8, runs), abs=1e-5)
+
+
+def test_a_model_that_ignores_its_context_is_flat_from_every_start_and_jagged_from_consecutive_windows():
+    """Its loss depends only on the character to predict, so whatever differs between positions is
+    which characters each one averages over: from every start (nearly) the same ones, from
+    consecutive windows a different 1/block_size of them."""
+    torch.manual_seed(0)
+    model = FixedLogits((3 * torch.randn(V_SMALL, V_SMALL)).tolist())
+    model.table.data[:] = model.table.data[0]  # every row the same: the context changes nothing
+    ids = torch.randint(V_SMALL, (2001,))
+    smooth = loss_by_position(model, ids, 16)
+    jagged = measure(model, ids, n_chars=2000, block_size=16)["loss_by_position"]
+    assert max(smooth) - min(smooth) < 0.02, smooth
+    assert max(jagged) - min(jagged) > 10 * (max(smooth) - min(smooth)), jagged
+
+
+def test_loss_by_position_needs_a_whole_window():
+    with pytest.raises(UserError, match="no window of 8 tokens"):
+        loss_by_position(FixedLogits([[0.0]]), torch.zeros(8, dtype=torch.long), 8)
