@@ -67,7 +67,8 @@ def plot_loss(history: list[dict], path, title: str, course: tuple[int, float] |
 def plot_loss_by_position(curves: dict, path, title: str):
     """The val loss at each position of the window, one curve per model ({label: (mean, std)}, lists
     over positions; std None for one seed, else shaded): how much each model gets out of more context.
-    On the right, each model's curve minus the first one's: the characters at each position are the
+    On the right, each model's curve minus the first one's, over the positions both have (windows may
+    differ in length: task 07's 64 against task 09's 128): the characters at each position are the
     same for every model, so what is hard about them cancels and the difference shows where each model
     is better. Returns the figure (closed)."""
     from .files import atomic_write
@@ -84,12 +85,14 @@ def plot_loss_by_position(curves: dict, path, title: str):
                             color=line.get_color(), alpha=0.2)
     diff_ax.axhline(0.0, color=colors[first_label], lw=1.2, label=first_label)
     for label, (mean, _) in list(curves.items())[1:]:
-        diff_ax.plot(range(len(mean)), [m - f for m, f in zip(mean, first)], lw=1.4, color=colors[label],
+        both = min(len(mean), len(first))  # zip stops there too
+        diff_ax.plot(range(both), [m - f for m, f in zip(mean, first)], lw=1.4, color=colors[label],
                      label=f"{label} − {first_label}")
-    ticks = [t for t in (0, 1, 2, 4, 8, 16, 32, 64, 128, 256) if t < len(first)] + [len(first) - 1]
+    longest = max(len(mean) for mean, _ in curves.values())
+    ticks = sorted({t for t in (0, 1, 2, 4, 8, 16, 32, 64, 128, 256) if t < longest} | {longest - 1})
     for a in (ax, diff_ax):
         a.set_xscale("symlog", linthresh=1)
-        a.set_xticks(sorted(set(ticks)), [str(t) for t in sorted(set(ticks))])
+        a.set_xticks(ticks, [str(t) for t in ticks])
         a.set_xlabel("characters of context (position in the window)")
         a.grid(alpha=0.3)
         a.legend(frameon=False)
