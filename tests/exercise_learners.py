@@ -219,15 +219,17 @@ WRONG = [
             check="same as the lesson", kind="scale", words="not by its square root"),
     Learner("01 not scaled", "01", head(scale="1.0"), check="same as the lesson", kind="scale", words="not scaled"),
     Learner("01 the first row all masked", "01", head(mask="torch.tril(torch.ones(T, T), diagonal=-1) == 0"),
-            check="shapes", kind="nan", words="query 0"),
+            check="shapes", kind="nan", words="query 0", also={"same as the lesson": "nan", "at other sizes": "nan"}),
     Learner("01 the mask the wrong way round", "01", head(mask="torch.tril(torch.ones(T, T)) == 1"),
-            check="causal", kind="nan", words="wrong way round"),
-    Learner("01 softmax over the queries", "01", head(dim=1), check="same as the lesson", kind="softmax-dim"),
-    Learner("01 the future filled with 0", "01", head(fill="0.0"), check="causal", kind="mask", words="0, not -inf"),
+            check="causal", kind="nan", words="wrong way round", also={"same as the lesson": "nan"}),
+    Learner("01 softmax over the queries", "01", head(dim=1), check="same as the lesson", kind="softmax-dim",
+            also={"causal": "softmax-dim"}),
+    Learner("01 the future filled with 0", "01", head(fill="0.0"), check="causal", kind="mask", words="0, not -inf",
+            also={"same as the lesson": "mask"}),
     Learner("01 no mask", "01", head(mask="torch.zeros(T, T, dtype=torch.bool)"), check="causal", kind="mask",
-            words="doesn't mask the future"),
+            words="doesn't mask the future", also={"same as the lesson": "mask", "at other sizes": "mask"}),
     Learner("01 a mask for the whole block, not cropped", "01", head(mask="torch.tril(torch.ones(8, 8)) == 0"),
-            check="shapes", kind="length"),
+            check="shapes", kind="length", also={"same as the lesson": "length"}),
     Learner("01 the weights returned, not applied to v", "01",
             {"AttentionHead.forward": HEAD.format(scale="k.shape[-1] ** -0.5", mask="torch.tril(torch.ones(T, T)) == 0",
                                                   fill='float("-inf")', dim=-1).replace("return wei @ v", "return wei")},
@@ -248,7 +250,7 @@ WRONG = [
             return [t.reshape(B, self.n_head, T, self.head_size) for t in (q, k, v)]
         """}, check="same as the lesson", kind="heads-mixed", words="heads mixed with positions"),
     Learner("02 heads put side by side without the transpose", "02", mha(ret="out.reshape(B, T, C)"),
-            check="same as the lesson", kind="heads-mixed", words="side by side"),
+            check="same as the lesson", kind="heads-mixed", words="side by side", also={"causal": "heads-mixed"}),
     Learner("02 scaled by n_embd", "02", mha(scale="C ** -0.5"), check="same as the lesson", kind="scale",
             words="1/sqrt(n_embd)"),
     Learner("02 one head of n_embd, not n_head heads", "02", {"MultiHeadAttention.queries_keys_values": """
@@ -263,7 +265,7 @@ WRONG = [
         q, k, v = self.queries_keys_values(x)
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(B, T, C)
-    """}, check="causal", kind="mask"),
+    """}, check="causal", kind="mask", also={"same as the lesson": "mask"}),
     Learner("02 the lecture's heads, scaled by their input's width", "02", classes={"MultiHeadAttention": MODULE_LIST},
             preamble=LECTURE_HEAD.format(scale="C ** -0.5"), check="same as the lesson", kind="scale",
             words="1/sqrt(n_embd)"),
@@ -290,7 +292,7 @@ WRONG = [
     Learner("04 the feed-forward before attention", "04", {"Block.forward": "return self.sa(self.ffwd(x))"},
             check="same as the lesson", kind="order"),
     Learner("04 the block forgets its feed-forward", "04", {"Block.forward": "return self.sa(x)"},
-            check="same as the lesson", kind="unused", words="ffwd"),
+            check="same as the lesson", kind="unused", words="ffwd", also={"gradients": "unused"}),
     Learner("04 a residual a step early", "04", {"Block.forward": """
         x = x + self.sa(x)
         return x + self.ffwd(x)

@@ -32,6 +32,7 @@ class Learner:
     check: str | None = None
     kind: str | None = None
     words: str = ""  # what the finding's "where" must say, if anything
+    also: dict = field(default_factory=dict)  # other checks that must fail, and the kind each must find
     note: str = ""  # on a pass: what the pass line must note
 
     @property

@@ -37,14 +37,17 @@ def describe(result) -> str:
 
 @pytest.mark.parametrize("learner", WRONG, ids=[w.name for w in WRONG])
 def test_a_wrong_implementation_fails_with_its_diagnosis(learner, tmp_path):
-    assert learner.check in STEPS[learner.step].checks, learner.check
-    result = results(learner, tmp_path, names=[learner.check])[learner.check]
-    assert not result.passed, f"{learner.name} passed {learner.check}"
-    assert result.finding is not None, f"{learner.name}: no diagnosis\n{describe(result)}"
-    assert result.finding.kind == learner.kind, f"{learner.name}: {result.finding.kind}, not {learner.kind}\n" \
-                                                f"{describe(result)}"
-    assert learner.words in result.finding.where, describe(result)
-    assert result.finding.idea, describe(result)
+    expected = {learner.check: learner.kind, **learner.also}
+    assert set(expected) <= set(STEPS[learner.step].checks), expected
+    found = results(learner, tmp_path, names=[n for n in STEPS[learner.step].checks if n in expected])
+    for name, kind in expected.items():
+        result = found[name]
+        assert not result.passed, f"{learner.name} passed {name}"
+        assert result.finding is not None, f"{learner.name}: no diagnosis from {name}\n{describe(result)}"
+        assert result.finding.kind == kind, f"{learner.name}: {name} finds {result.finding.kind}, not {kind}\n" \
+                                            f"{describe(result)}"
+        assert result.finding.idea, describe(result)
+    assert learner.words in found[learner.check].finding.where, describe(found[learner.check])
 
 
 @pytest.mark.parametrize("learner", CORRECT, ids=[c.name for c in CORRECT])
