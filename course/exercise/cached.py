@@ -196,13 +196,14 @@ def cache_run(ls: Lesson, plan: tuple, N: int):
             for a, b in chunks_for(N, plan):
                 got = call(ls, lambda: model(idx[:, a:b], cache=cache)[0], f"(the call for positions {a}..{b - 1})")
                 if not close(got, full[:, a:b]):
-                    return (a, b), largest_difference(got, full[:, a:b]), diagnose(explain_store, ls, log)
+                    return (a, b), largest_difference(got, full[:, a:b]), diagnose(explain_store, ls, log, (b - a, b))
     return None
 
 
-def explain_store(ls, log) -> Finding | None:
+def explain_store(ls, log, window: tuple) -> Finding | None:
     """What store returned, against what it was given: every key stored so far for the layer, in order;
-    if that was right, how attention_to_window reads a window."""
+    if that was right, how attention_to_window reads a window: first one of the failing call's sizes
+    (its queries, and the keys it read)."""
     given = {}
     for layer, before, k_new, out in log:
         given.setdefault(layer, []).append(k_new)
@@ -228,13 +229,13 @@ def explain_store(ls, log) -> Finding | None:
                                               "that position: the new tokens are written over older ones",
                            "each new token's key and value go at its own position, after the ones the cache holds "
                            "(from cache.length on)", "look at where store writes", "KVCache.store")
-    return explain_window_calls(ls)
+    return explain_window_calls(ls, window)
 
 
-def explain_window_calls(ls) -> Finding | None:
-    """The windows were right: attention_to_window, then, on the queries of a chunk."""
+def explain_window_calls(ls, first: tuple) -> Finding | None:
+    """The windows were right: attention_to_window, then, at the sizes of first, then of a chunk."""
     torch.manual_seed(3)
-    for Tq, Tk in ((3, 7), (1, 6), (4, 4)):
+    for Tq, Tk in (first, (3, 7), (1, 6), (4, 4)):
         q, k, v = (torch.randn(1, 2, n, 8) for n in (Tq, Tk, Tk))
         found = window_finding(ls, q, k, v)
         if found:
@@ -262,15 +263,16 @@ def window_finding(ls, q, k, v) -> Finding | None:
         "the offset's sign": masked_attention(q, k, v, Tq - Tk),
     }
     words = {
-        "top-left": f"query i reads the keys up to i counted from the window's start: with {Tq} queries over {Tk} "
-                    "keys, the mask is aligned to the top left (as PyTorch's is_causal is), not to the window's end",
+        "top-left": f"query i reads the keys up to i counted from the window's start: the mask is aligned to the "
+                    "top left (as PyTorch's is_causal is), not to the window's end",
         "none": f"the {Tq} queries read every key, the chunk's later tokens included (no mask)",
         "itself excluded": "each query reads the keys before its own position, but not its own",
         "the offset's sign": "the mask's offset has the wrong sign",
     }
     for name, t in candidates.items():
         if t is not None and got.shape == t.shape and close(got, t):
-            return Finding("window", f"attention_to_window with {Tq} queries and {Tk} keys: {words[name]}",
+            return Finding("window", f"attention_to_window with {Tq} quer{'ies' if Tq > 1 else 'y'} and {Tk} keys: "
+                                     f"{words[name]}",
                            "the queries are the window's last Tq positions: query i sits at position Tk - Tq + i and "
                            "reads the keys up to there", "draw the (Tq, Tk) mask for 3 queries over 7 keys", solution)
     d = differ(got, want, priority=(2,))
@@ -337,6 +339,8 @@ def check_full_cache(ls: Lesson):
 
 
 def check_stream(ls: Lesson):
+    """gpt.generate.stream with the learner's cache, through the window filling up twice: the same tokens
+    as with the lesson's cache (greedy, so that they can be compared)."""
     from gpt.generate import stream
 
     model = lesson_gpt(ls)
@@ -347,13 +351,17 @@ def check_stream(ls: Lesson):
     with ls.patched():
         tokens = stream(model, prompt, pick)
         got = [t for _, t in zip(range(n), call(ls, lambda: tokens))]
-    same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
-    expect(same is None, f"the same {n} tokens as the lesson's cache, through {n // ls.T - 1} refills of a full "
-           f"window", f"another token at token {same}", Finding(
-               "stream", f"streaming with your cache departs from the lesson's at token {same}, after the window "
-               f"filled" if same and same >= ls.T - 5 else f"streaming with your cache departs at token {same}",
-               "when the cache is full, stream starts a new one from the newest half of the window: full() and a "
-               "fresh cache must behave as the lesson's", "", "KVCache.store"))
+    first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+    if first is None:
+        return
+    why = next((failed[2] for plan in ((5,), (4, 3, 2)) if (failed := cache_run(ls, plan, ls.T)) and failed[2]), None)
+    filled = ls.T - len(prompt)
+    raise CheckFailed(f"the same {n} tokens as the lesson's cache, through {n // ls.T - 1} refills of a full window",
+                      f"another token at token {first}" + (" (after the window filled)" if first >= filled else ""),
+                      why or Finding("stream", f"streaming with your cache departs from the lesson's at token {first}",
+                                     "when the cache is full, stream starts a new one from the newest half of the "
+                                     "window: a fresh cache must hold nothing, and store must fill it from position 0",
+                                     "", "KVCache.store"))
 
 
 def check_window(ls: Lesson):
@@ -363,5 +371,5 @@ def check_window(ls: Lesson):
         q, k, v = torch.randn(b, nh, Tq, hs), torch.randn(b, nh, Tk, hs), torch.randn(b, nh, Tk, hs)
         found = window_finding(ls, q, k, v)
         if found:
-            raise CheckFailed(f"the lesson's output for {Tq} queries over a window of {Tk} keys (heads of {hs})",
-                              "another", found)
+            raise CheckFailed(f"the lesson's output for {Tq} quer{'ies' if Tq > 1 else 'y'} over a window of {Tk} "
+                              f"keys (heads of {hs})", "another", found)

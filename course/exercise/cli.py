@@ -82,10 +82,10 @@ def check(number: str, folder: Path, solution: bool = False, train: bool = False
           + (", then training" if train else "") + f"; {limit:g} s at most for the checks)", flush=True)
     shown = set()
 
-    def show(result):
-        brief = result.finding is not None and (result.finding.kind, result.finding.solution) in shown
+    def show(result):  # a mistake whose idea was given above is not explained again
+        brief = result.finding is not None and (result.finding.kind, result.finding.idea) in shown
         if result.finding is not None:
-            shown.add((result.finding.kind, result.finding.solution))
+            shown.add((result.finding.kind, result.finding.idea))
         print("\n".join(result.lines(level, brief)), flush=True)
 
     outcome = runner.run(number, str(path), solution, train, level, limit, on_result=show,

@@ -145,10 +145,10 @@ class Lesson:
                 found[0].apply()
         return self._match
 
-    def why(self, T: int, error: str) -> Finding | None:
-        """Why the learner's model fails at length T: a length mistake (it works at block_size), or the
-        first place its forward departs from the lesson's, as far as it got."""
-        if T != self.T and works_at(self.build(True).eval(), self.tokens(self.T)):
+    def why(self, T: int, error: str = "") -> Finding | None:
+        """Why the learner's model fails (or differs) at length T: a length mistake (it fails at T and works
+        at block_size), or the first place its forward departs from the lesson's, as far as it got."""
+        if error and T != self.T and works_at(self.build(True).eval(), self.tokens(self.T)):
             return length_finding(T, self.T)
         try:
             m = self.matched()
