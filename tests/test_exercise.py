@@ -26,9 +26,9 @@ from conftest import ROOT
 from learner_files import Learner, solution_bodies, write_file
 
 from course import exercise
-from course.exercise import runner
+from course.exercise import cli as cli_module, runner
 from course.exercise.skeleton import skeleton
-from course.exercise.steps import INTRODUCED, STEPS
+from course.exercise.steps import INTRODUCED, POINTS, STEPS
 
 NUMBERS = list(STEPS)
 RESULT = re.compile(r"^(pass|FAIL)  ([^:(\n]+?)(?: \(|:|$)")
@@ -308,17 +308,31 @@ def test_status_shows_every_step(tmp_path, capsys, monkeypatch):
         for number, path in jobs:
             on_step(number, runner.run_here(number, path))
     monkeypatch.setattr(runner, "run_steps", here)
-    write(tmp_path, Learner("lecture", "00"))
+    trained = write(tmp_path, Learner("lecture", "00"))
+    (tmp_path / ".progress.json").write_text(json.dumps({"00": {"sha256": cli_module.digest(trained), "trained": True}}))
     exercise.main(["start", "03", "--folder", str(tmp_path)])
     (tmp_path / "step04.py").write_text("def oops(:\n")
     assert exercise.main(["status", "--folder", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = {line[:2]: line for line in out if line[:2] in STEPS}
     assert list(rows) == NUMBERS
-    assert "8 of 8 checks pass" in rows["00"]
+    assert "8 of 8 checks pass; trained within the band" in rows["00"]
     assert "not written yet" in rows["03"] and "can't be checked" in rows["04"]
     assert all("not started: python -m course.exercise start" in rows[n] for n in ("01", "02", "05", "09"))
     assert "1 of 10 steps pass every check" in out[-1]
+
+
+def test_the_classroom_workflow_grades_every_step_with_its_points():
+    text = (ROOT / "docs" / "classroom.md").read_text()
+    workflow = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    graders = re.findall(r"- name: .*\n\s+id: (step-\d\d)\n\s+uses: education/autograding-command-grader@v1\n"
+                         r"\s+with:\n(?:\s+.*\n)*?\s+command: (.*)\n\s+timeout: \d+\n\s+max-score: (\d+)", workflow)
+    assert [g[0] for g in graders] == [f"step-{n}" for n in NUMBERS], graders
+    for (ident, command, points), number in zip(graders, NUMBERS):
+        assert command == f"python -m course.exercise check {number}"
+        assert int(points) == sum(POINTS[c] for c in STEPS[number].checks)
+        assert f'{ident.upper()}_RESULTS: "${{{{steps.{ident}.outputs.result}}}}"' in workflow
+    assert "runners: " + ",".join(g[0] for g in graders) in workflow
 
 
 # --- the child process: a time limit nothing can stop, results as they come -----------------------------
