@@ -392,3 +392,25 @@ def test_the_check_command_runs_the_learners_code_in_a_process_of_its_own(tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert lines(proc.stdout) == {name: "pass" for name in STEPS["04"].checks}
     assert "Every check passes" in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the child processes in /proc")
+def test_ctrl_c_ends_the_check_and_its_child(tmp_path):
+    import os
+    import signal
+
+    write(tmp_path, SWALLOWS)
+    proc = subprocess.Popen([sys.executable, "-m", "course.exercise", "check", "01", "--folder", str(tmp_path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # the command has started; its child runs the checks
+    assert line.startswith("step 01"), line
+    time.sleep(5)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(3)
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")], "a child outlived the command"
+

@@ -28,6 +28,16 @@ checks don't prove: that the code is fast, or right on inputs unlike theirs. doc
 more, and docs/classroom.md sets the grader up for a class.
 
 The package is machinery: it imports gpt, never the other way round.
+
+    cli.py        the commands                          steps.py      each step: what to write, its checks, points
+    skeleton.py   the file `start` writes               learner.py    the learner's file, read and imported
+    runner.py     the child process and its time limit  grading.py    the checks run into results, --train
+    results.py    a result's lines, results.json        lesson.py     the step's model, built twice and matched
+    weights.py    the lesson's weights into the learner's layers, by what they are
+    checks.py     the model's checks, dropout           cached.py     the cached path (07, 08, 09)
+    rope.py       RoPE (09)                             loop.py       estimate_loss and generate (00)
+    trace.py      a forward, recorded                   diagnosis.py  where a forward departs from the lesson's
+    attention.py  inside attention                      differences.py  how one tensor differs from another
 """
 
 

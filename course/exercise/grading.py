@@ -156,8 +156,15 @@ def train_check(number: str, learner, level: int = 1, on_line=None) -> Result:
     try:
         with ls.patched(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out.other):
             ls.task.main(args)
-    except (NotImplementedError, Exception) as e:
-        return Result("training", False, 0, POINTS["training"], error=learner_error(e, ls.file))
+    except Exception as e:  # NotImplementedError included: the checks above said so already
+        result = Result("training", False, 0, POINTS["training"], error=learner_error(e, ls.file))
+        if "device" in str(e):
+            result.finding = Finding("device", f"the run on {device} meets a tensor on another device",
+                                     "the checks run on the CPU; training runs where the task runs, here on "
+                                     f"{device}: a tensor your forward makes (torch.arange, torch.ones, a mask) "
+                                     "belongs on the input's device", "make it with device=x.device (or idx.device), "
+                                     "or register it as a buffer, which moves with the model", "")
+        return result
     lines = out.epochs
     if not lines:
         return Result("training", False, 0, POINTS["training"], error="the run printed no loss table")

@@ -100,7 +100,7 @@ class Lesson:
         self.cfg = small_config(self.task)
         self.T = self.cfg.block_size
         self.conventions = ("half", "interleaved") if number == "09" else ("half",)
-        self._match = None
+        self._plans, self._match = None, None
 
     def patched(self):
         return replaced(self.modules, self.names)
@@ -123,12 +123,14 @@ class Lesson:
     def plans(self):
         """The step's model from the lesson's classes (its weights made distinct) and from the learner's,
         and the ways of copying the one's weights into the other."""
-        ref, mine = distinct(self.build(False)).eval(), self.build(True).eval()
-        try:
-            return ref, mine, plans(ref, mine, self.conventions)
-        except Mismatch as e:
-            raise CheckFailed("the lesson's weights, held by your layers in any arrangement",
-                              "layers that can't hold them", layers_finding(str(e))) from None
+        if self._plans is None:
+            ref, mine = distinct(self.build(False)).eval(), self.build(True).eval()
+            try:
+                self._plans = ref, mine, plans(ref, mine, self.conventions)
+            except Mismatch as e:
+                raise CheckFailed("the lesson's weights, held by your layers in any arrangement",
+                                  "layers that can't hold them", layers_finding(str(e))) from None
+        return self._plans
 
     def matched(self) -> Match:
         """Both models with the lesson's weights in the learner's, by the first way of matching them under
