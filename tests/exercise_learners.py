@@ -347,6 +347,13 @@ WRONG = [
         x = x + self.ffwd(self.dropout(self.ln2(x)))
         return x
     """}, check="dropout where the lesson puts it", kind="dropout-place"),
+    Learner("07 dropout after the projection too, as the lecture's attention had it", "07", {
+        "CausalSelfAttention.forward": """
+            q, k, v = self.queries_keys_values(x)
+            dropout = self.dropout if self.training else 0.0
+            out = causal_attention(q, k, v, dropout) if cache is None else cache.attend(q, k, v)
+            return F.dropout(self.proj(concat_heads(out)), dropout, self.training)
+        """}, check="dropout where the lesson puts it", kind="dropout-twice"),
     Learner("07 the GPT ignores where the cache starts", "07", gpt(positions="torch.arange(T)"),
             check="the cached path", kind="positions"),
     Learner("07 attention ignores the cache", "07", {"CausalSelfAttention.forward": """
@@ -582,6 +589,19 @@ class ProjectedAttention(nn.Module):
         turned = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return turned.flatten(-2)
     """}, note="interleaved"),
+    Learner("09 rotate_half, the full-width way of writing the half split", "09", {"apply_rope": """
+        def rotate_half(t):
+            t1, t2 = t.chunk(2, dim=-1)
+            return torch.cat((-t2, t1), dim=-1)
+        return x * torch.cat((cos, cos), dim=-1) + rotate_half(x) * torch.cat((sin, sin), dim=-1)
+    """}),
+    Learner("01 a large negative number for the mask, and bmm", "01", {"AttentionHead.forward": """
+        B, T, C = x.shape
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        wei = torch.bmm(q, k.transpose(1, 2)) / k.size(-1) ** 0.5
+        wei = wei.masked_fill(torch.tril(torch.ones(T, T)) == 0, -1e9)
+        return torch.bmm(torch.softmax(wei, dim=-1), v)
+    """}),
     Learner("09 angles computed every time", "09", {"Rotary.forward": """
         cos, sin = rope_angles(start, x.size(-2), self.head_size)
         return apply_rope(x, cos.to(x.device), sin.to(x.device))

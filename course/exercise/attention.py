@@ -225,7 +225,7 @@ def mask_problem(given: torch.Tensor, weights: torch.Tensor, name: str, solution
     g = given if given.dim() == 4 else given.unsqueeze(1) if given.dim() == 3 else given.reshape(-1, 1, T, T)  # (B, nh, T, T)
     w = weights.reshape(g.shape)
     future = ~torch.ones(T, T, dtype=torch.bool).tril()
-    hidden = g == float("-inf")
+    hidden = g <= -1e4  # -inf, or a large negative number that does the same after the softmax
     hides_past = (hidden & ~future).any()
     keeps_future = (~hidden & future).any()
     heads = g.size(1) > 1

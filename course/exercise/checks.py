@@ -290,6 +290,9 @@ def check_dropout_places(ls: Lesson):
     for place, who in (("the attention weights", "CausalSelfAttention.forward"),
                        ("attention's output", solution), ("the MLP's output", solution)):
         n = len(found.get(place, []))
+        expect(n <= layers, f"dropout on {place} once in each of the {layers} blocks", f"{n} times", Finding(
+            "dropout-twice", f"{place} is dropped twice in a block", "dropout goes once on the attention weights and "
+            "once on what each sub-layer adds to the stream", f"look at {who}, and at what calls it", who))
         expect(n == layers, f"dropout on {place} in each of the {layers} blocks", f"{n} of {layers}", Finding(
             "dropout-missing", f"no dropout on {place}" + (f" in {layers - n} of the blocks" if n else ""),
             "dropout goes on the attention weights (each token randomly ignores some of the tokens it reads) and on "
