@@ -76,8 +76,9 @@ def role_of(path: str) -> str | None:
 
 
 def head_of(path: str) -> int | None:
-    numbers = [int(p) for p in path.split(".") if p.isdigit()]
-    return numbers[-1] if numbers else None
+    """The head a parameter belongs to, from its path: heads.3.key.weight, or head3.query.weight."""
+    numbers = re.findall(r"\d+", ".".join(path.split(".")[:-2]) or path.split(".")[0])
+    return int(numbers[-1]) if numbers else None
 
 
 def is_attention(module: nn.Module) -> bool:
