@@ -222,6 +222,13 @@ WRONG = [
             check="shapes", kind="nan", words="query 0", also={"same as the lesson": "nan", "at other sizes": "nan"}),
     Learner("01 the mask the wrong way round", "01", head(mask="torch.tril(torch.ones(T, T)) == 1"),
             check="causal", kind="nan", words="wrong way round", also={"same as the lesson": "nan"}),
+    Learner("01 the query layer used for the keys too", "01", {"AttentionHead.forward": """
+        B, T, C = x.shape
+        q, k, v = self.query(x), self.query(x), self.value(x)
+        wei = (q @ k.transpose(-2, -1) * k.shape[-1] ** -0.5).masked_fill(torch.tril(torch.ones(T, T)) == 0,
+                                                                            float("-inf"))
+        return F.softmax(wei, dim=-1) @ v
+    """}, check="same as the lesson", kind="qkv", words="the keys", also={"gradients": "unused"}),
     Learner("01 softmax over the queries", "01", head(dim=1), check="same as the lesson", kind="softmax-dim",
             also={"causal": "softmax-dim"}),
     Learner("01 the future filled with 0", "01", head(fill="0.0"), check="causal", kind="mask", words="0, not -inf",

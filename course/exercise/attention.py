@@ -164,6 +164,12 @@ def explain_qkv(role: str, mine_t, L: dict, ref, name: str, solution: str, nh: i
                                       "other positions: heads mixed with positions", HEADS_IDEA,
                        "viewing a (B, T, C) tensor as (B, nh, T, hs) directly gives head 0 the channels of the first "
                        "positions; compare your shapes and the order of the axes step by step", solution)
+    for other, key in (("queries", "q"), ("keys", "k"), ("values", "v")):
+        if other != role and close(mine_t, L[key]):
+            return Finding("qkv", f"{name}: the {role} that meet in attention are the lesson's {other}: one Linear used "
+                                  f"for both", "each token makes three different vectors, each with its own Linear: a "
+                                               "query, a key and a value", f"look at which layer makes your {role}",
+                           solution)
     if hasattr(ref, "rotary"):
         found = explain_rope(role, mine_t, L, ref, name, solution, start)
         if found:
@@ -319,13 +325,15 @@ def explain_softmax(calls, trace, L, B, nh, name, solution, hs, C) -> Finding | 
                                         "swapped", "row t of the scores is query t against every key: the queries "
                                                    "times the keys transposed", "look at the order of the product that "
                                                                                 "makes the scores", solution)
-        return Finding("values", f"{name}: the scores{head} of query {t}: {d.detail}", SCALE_IDEA,
-                       "print your scores next to q @ k^T for one head", solution)
+        return Finding("values", f"{name}: the scores{head} of query {t}: {d.detail}", "a score is a query's dot "
+                       "product with a key, scaled by 1/sqrt(head_size)", "print your scores next to q @ k^T for one "
+                                                                         "head", solution)
     d = differ(weights, L["weights"], priority=(2, 1))
     if d is not None:
         b, h, t = (d.where + (0, 0, 0))[:3]
-        return Finding("values", f"{name}: the attention weights of head {h}, query {t}: {d.detail}", MASK_IDEA,
-                       "print your weights next to the softmax of your scores", solution)
+        return Finding("values", f"{name}: the attention weights of head {h}, query {t}: {d.detail}", "the weights "
+                       "are the softmax, over the keys, of the masked scores", "print your weights next to the softmax "
+                                                                               "of your scores", solution)
     return None
 
 
