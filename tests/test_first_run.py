@@ -155,14 +155,13 @@ def test_a_short_bpe_run_samples_and_streams_no_replacement_character(tmp_path, 
     assert len(stream) > 1500 and "\ufffd" not in stream
 
 
-def test_the_default_text_is_found_from_another_working_folder(tmp_path):
+def test_the_default_text_is_found_from_another_working_folder(tmp_path, monkeypatch, capsys):
     """--data's default, data/input.txt, is the repository's Tiny Shakespeare wherever the script is run
     from (not a data/input.txt under the working folder, which would be downloaded)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "task01.py"), "--max-iters", "1", "--eval-interval", "1",
-                           "--eval-iters", "1", "--runs", "", "--sample-tokens", "5"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert any(line.startswith("Epoch 0: avg train loss") for line in proc.stdout.splitlines()), proc.stdout
+    monkeypatch.chdir(tmp_path)
+    result = task01.main(["--max-iters", "1", "--eval-interval", "1", "--eval-iters", "1", "--runs", "",
+                          "--sample-tokens", "5"])
+    assert result["tokenizer"].vocab_size == 65 and "Epoch 0: avg train loss" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == [], "nothing was downloaded or written into the working folder"
 
 

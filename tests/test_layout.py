@@ -3,6 +3,7 @@ the machinery is course/; every script imports course first, so that it speaks a
 before PyTorch loads."""
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -34,28 +35,39 @@ def test_no_gpt_module_imports_the_machinery(module):
     assert not [m for m in named if m == "course" or m.startswith("course.") or m.startswith("..")], named
 
 
-def test_importing_every_gpt_module_loads_nothing_of_course():
-    """Run in a fresh process: the lesson's modules, and what they import in turn, with course nowhere."""
-    code = ("import sys, " + ", ".join(f"gpt.{m}" for m in LESSON) +
-            "; print(sorted(m for m in sys.modules if m == 'course' or m.startswith('course.')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
-
-
-def test_importing_gpt_model_only_defines_names():
-    """No signal handler, sys.excepthook or environment variable changes, and nothing is printed: a
-    notebook that imports one class gets that class and nothing else."""
+@pytest.fixture(scope="module")
+def fresh_imports() -> dict:
+    """In one fresh process: what importing gpt.model changed (the environment, a signal handler,
+    sys.excepthook, what it printed), then which course modules importing every gpt module loaded."""
     code = """
-import os, signal, sys
-before = (dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, sys.excepthook)
+import io, json, os, signal, sys
+printed = io.StringIO()
+sys.stdout, real = printed, sys.stdout
+state = lambda: (dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, sys.excepthook)
+before = state()
 import gpt.model
-after = (dict(os.environ), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}, sys.excepthook)
+after = state()
 changed = [name for name, b, a in zip(("the environment", "a signal handler", "sys.excepthook"), before, after) if b != a]
-print(changed)
+import """ + ", ".join(f"gpt.{m}" for m in LESSON) + """
+sys.stdout = real
+print(json.dumps({"changed": changed, "printed": printed.getvalue(),
+                  "course": sorted(m for m in sys.modules if m == "course" or m.startswith("course."))}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "[]" and out.stderr == "", out.stdout + out.stderr
+    return {**json.loads(out.stdout), "stderr": out.stderr}
+
+
+def test_importing_every_gpt_module_loads_nothing_of_course(fresh_imports):
+    """The lesson's modules, and what they import in turn, with course nowhere."""
+    assert fresh_imports["course"] == [], fresh_imports["course"]
+
+
+def test_importing_gpt_model_only_defines_names(fresh_imports):
+    """No signal handler, sys.excepthook or environment variable changes, and nothing is printed: a
+    notebook that imports one class gets that class and nothing else."""
+    assert fresh_imports["changed"] == [], fresh_imports["changed"]
+    assert fresh_imports["printed"] == "" and fresh_imports["stderr"] == "", fresh_imports
 
 
 def test_a_program_that_is_not_this_repositorys_gets_nothing_from_importing_course(tmp_path):

@@ -265,11 +265,14 @@ def script(*args):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def test_missing_checkpoint_says_how_to_make_one(tmp_path):
-    proc = script("--checkpoint", str(tmp_path / "none.pt"))
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert b"no checkpoint at" in err and b"python task07.py" in err and b"Traceback" not in err
+def test_missing_checkpoint_says_how_to_make_one(tmp_path, capsys):
+    import task08_infinite
+
+    with pytest.raises(SystemExit) as exit_info:
+        task08_infinite.main(["--checkpoint", str(tmp_path / "none.pt")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "no checkpoint at" in err and "python task07.py" in err and "Traceback" not in err
 
 
 def test_ctrl_c_ends_the_stream_cleanly(checkpoint):

@@ -73,12 +73,16 @@ def run(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def test_help_lists_every_setting_with_its_default():
-    proc = run("task02.py", "--help")
-    assert proc.returncode == 0
+def test_help_lists_every_setting_with_its_default(capsys):
+    import task02
+
+    with pytest.raises(SystemExit) as exit_info:
+        task02.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
     for flag in ("--max-iters", "--n-embd", "--n-head", "--device", "--seed", "--data", "--learning-rate"):
-        assert flag in proc.stdout
-    assert "(default: 5000)" in proc.stdout and "multi-head" in proc.stdout.lower()
+        assert flag in out
+    assert "(default: 5000)" in out and "multi-head" in out.lower()
 
 
 @pytest.mark.parametrize("script, absent", [
@@ -107,16 +111,26 @@ def test_the_printed_config_has_only_the_task_settings(small_text_file, capsys):
     assert "n_head" not in config_line and "n_layer" not in config_line
 
 
-def test_missing_data_file_is_a_clear_error(tmp_path):
-    proc = run("task01.py", "--data", str(tmp_path / "missing.txt"), "--max-iters", "1")
-    assert proc.returncode == 2
-    assert "no data file at" in proc.stderr and "Traceback" not in proc.stderr
+def refused(main, argv, capsys) -> str:
+    """What a script's main says when it refuses argv: its exit status must be 2, with no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    return err
 
 
-def test_indivisible_heads_is_a_clear_error(small_text_file):
-    proc = run("task05.py", "--data", str(small_text_file), "--n-embd", "30", "--max-iters", "1")
-    assert proc.returncode == 2
-    assert "must be divisible by n_head" in proc.stderr and "Traceback" not in proc.stderr
+def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
+    import task01
+
+    assert "no data file at" in refused(task01.main, ["--data", str(tmp_path / "missing.txt"), "--max-iters", "1"], capsys)
+
+
+def test_indivisible_heads_is_a_clear_error(small_text_file, capsys):
+    import task05
+
+    err = refused(task05.main, ["--data", str(small_text_file), "--n-embd", "30", "--max-iters", "1"], capsys)
+    assert "must be divisible by n_head" in err
 
 
 @pytest.mark.parametrize("script, flag, value, message", [
