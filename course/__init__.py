@@ -18,8 +18,10 @@ nothing but names.
     files.py       atomic writes                            download.py   Tiny Shakespeare, fetched and checked
     timing.py      how long a run will take                 measures.py   python -m course.measures
     plots.py, attention_map.py   pictures                   report.py     python -m course.report
-    reference.py   the course's numbers and the bands       exercise.py   python -m course.exercise
-    bench.py, baseline.py        python -m course.bench: speed against the lecture's code
+    reference.py   the course's numbers and the bands       compare.py    task 09's --compare A/B
+    output.py      task 08's stream on standard output      bench.py, baseline.py  python -m course.bench
+    exercise/      python -m course.exercise: the course as exercises, graded
+    explore/       python -m course.explore: a trained model's surprise, attention and stream, in the browser
 """
 
 from .startup import prepare_process

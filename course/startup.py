@@ -75,9 +75,9 @@ def started_program(argv=None, main_file=None) -> str | None:
         return f"python -m {argv[argv.index('-m') + 1]}"
     if main_file is None:
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main_file and os.path.dirname(os.path.realpath(main_file)) == ROOT:
+    if main_file and main_file.endswith(".py") and os.path.dirname(os.path.realpath(main_file)) == ROOT:
         return os.path.basename(main_file)
-    return None
+    return None  # not a script file of this repository ("<stdin>" for python -, say)
 
 
 def prepare_process() -> None:

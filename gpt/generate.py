@@ -15,16 +15,18 @@ from .errors import UserError
 from .model import eval_mode
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row from logits (B, V).
+def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> torch.Tensor:
+    """The next-token distribution these settings sample from: logits (B, V) -> probabilities (B, V).
 
-    temperature 0 (or top_k 1) is greedy. top_k keeps the k likeliest tokens; top_p keeps the smallest
-    set of likeliest tokens whose probabilities add up to at least p (nucleus sampling, Holtzman et al.
-    2019, https://arxiv.org/abs/1904.09751); what is left is renormalised and sampled.
+    temperature 0 (or top_k 1) is greedy: all on the likeliest token. Otherwise the logits are divided
+    by the temperature; top_k keeps the k likeliest tokens; top_p keeps the smallest set of likeliest
+    tokens whose probabilities add up to at least p (nucleus sampling, Holtzman et al. 2019,
+    https://arxiv.org/abs/1904.09751). The tokens left out get 0, and what is kept is not renormalised
+    (torch.multinomial draws in proportion to it): divide by the sum to read it as probabilities.
     """
     if temperature <= 0 or top_k == 1:
-        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).to(logits.dtype)  # (B, V)
     logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # shifted: no overflow for tiny temperatures
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
@@ -35,6 +37,15 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier tokens
         drop = (before >= top_p).scatter(-1, order, before >= top_p)  # (B, V), in vocabulary order
         probs = probs.masked_fill(drop, 0.0)
+    return probs
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from logits (B, V), drawn from next_token_probs (greedy at temperature 0)."""
+    if temperature <= 0 or top_k == 1:
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    probs = next_token_probs(logits, temperature, top_k, top_p)  # (B, V)
     if generator is not None and generator.device != probs.device:
         # torch.multinomial needs a generator on the probabilities' device: sample on the CPU instead
         return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)

@@ -98,3 +98,13 @@ def test_a_script_says_it_is_starting_before_torch_loads_and_within_2_seconds():
     proc.communicate(timeout=60)
     assert first.startswith("task01.py: starting (loading PyTorch"), first
     assert said_at < 2.0, f"the first line came after {said_at:.1f} s"
+
+
+def test_the_programs_course_prepares_are_this_repositorys_scripts_and_its_commands():
+    from course.startup import started_program
+
+    assert started_program(["python", "task07.py"], str(ROOT / "task07.py")) == "task07.py"
+    assert started_program(["python", "-m", "course.explore", "--port", "0"], None) == "python -m course.explore"
+    for argv, main_file in ((["python", "-"], "<stdin>"), (["python", "-m", "pytest"], "/usr/lib/pytest/__main__.py"),
+                            (["python", "mine.py"], "/home/me/mine.py"), (["python", "-c", "import course"], None)):
+        assert started_program(argv, main_file) is None, (argv, main_file)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from gpt.data import DEFAULT_PATH, load_dataset, load_text, train_val_split
 from gpt.errors import UserError
+from gpt.generate import next_token_probs
 from gpt.measures import loss_by_position_val, measure_val, window_starts
 from gpt.model import count_parameters, eval_mode
 from gpt.rnn import RNNLanguageModel
@@ -139,27 +140,6 @@ def sampling_settings(temperature=1.0, top_k=None, top_p=None) -> dict:
     return {"temperature": temperature, "top_k": top_k, "top_p": top_p}
 
 
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None) -> torch.Tensor:
-    """(B, V) logits -> (B, V): the distribution gpt.generate.sample_next draws the next token from with
-    these settings (greedy: everything on the likeliest token). sample_next draws from it without
-    returning it, so its steps are repeated here; tests/test_explore.py proves that the two draw the
-    same tokens from the same random numbers."""
-    if temperature <= 0 or top_k == 1:
-        return F.one_hot(logits.argmax(dim=-1), logits.size(-1)).float()  # (B, V)
-    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)  # (B, V)
-    if top_p is not None:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V) each
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier tokens
-        drop = (before >= top_p).scatter(-1, order, before >= top_p)  # (B, V), in vocabulary order
-        probs = probs.masked_fill(drop, 0.0)
-    return probs / probs.sum(dim=-1, keepdim=True)  # what is kept, renormalised, as torch.multinomial reads it
-
-
 def window_start(t: int, block_size: int) -> int:
     """Where the window that token t is read in starts. The way task 08 streams a model with learned
     positions (gpt/generate.py's `stream`): the first block_size tokens in the first window, then
@@ -219,7 +199,8 @@ def read(opened: Opened, text: str, sampling: dict) -> dict:
     with opened.lock:
         logits, band = read_in_windows(model, idx)  # (T, V), (L, nh, T, W)
     nll = F.cross_entropy(logits[:-1], idx[0, 1:].cpu(), reduction="none")  # (T-1,): token t+1, read at t
-    probs = next_token_probs(logits, **sampling)  # (T, V)
+    probs = next_token_probs(logits, **sampling)  # (T, V), what is kept
+    probs = probs / probs.sum(dim=-1, keepdim=True)  # as probabilities
     top = probs.topk(min(TOP, probs.size(-1)), dim=-1)  # (T, TOP) each
     names = tokenizer.token_texts(range(tokenizer.vocab_size))
     bs = model.block_size
