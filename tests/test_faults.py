@@ -82,6 +82,7 @@ def saved(tmp_path_factory, text):
 
 # 1. A checkpoint write that fails (a full disk)
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_a_full_disk_during_a_save_says_the_last_checkpoint_is_safe_and_how_to_resume(tmp_path, text, saved):
     ckpt = tmp_path / "task07.pt"
     shutil.copy(saved, ckpt)
@@ -211,6 +212,7 @@ def test_checking_a_model_draws_no_random_numbers():
 
 # 5. SIGTERM: like Ctrl-C, and never a half-written file
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_sigterm_during_training_says_where_the_checkpoint_is_and_exits_143(tmp_path, text):
     ckpt = tmp_path / "task07.pt"
     proc = child("task07.py", *tiny(text, "--max-iters", "100000", "--eval-interval", "2", "--checkpoint", str(ckpt)))
@@ -247,6 +249,7 @@ print("finished")
 """
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_sigterm_in_the_middle_of_a_save_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path):
     path = tmp_path / "model.pt"
     proc = child("-c", SAVE_INTERRUPTED, str(path))  # no handler of its own: SIGTERM as it comes
@@ -300,6 +303,7 @@ def test_ctrl_c_waits_for_the_end_of_a_held_block_then_acts():
     assert reached_the_end, "the block must run whole"
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_a_closed_pipe_ends_a_script_quietly_with_status_0(text):
     proc = child("task07.py", *tiny(text, "--checkpoint", ""))
     proc.stdout.close()  # the reader went away before the first line (| head -0)
@@ -471,6 +475,7 @@ else:
 """
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 @pytest.mark.parametrize("inside", ["1", "0"])
 def test_an_error_that_a_ctrl_c_caused_ends_like_the_ctrl_c(inside, tmp_path):
     """Ctrl-C in the middle of an import (torch loads its compiler lazily when the optimizer is made) can

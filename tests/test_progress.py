@@ -32,6 +32,7 @@ def run_in_a_terminal(cmd: list[str], columns: int = 100) -> str:
     return out.decode(errors="replace")
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_in_a_100_column_terminal_every_table_line_starts_at_the_beginning_of_a_line(small_text_file):
     out = run_in_a_terminal([sys.executable, "task07.py", "--data", str(small_text_file), "--n-layer", "1",

@@ -275,6 +275,7 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path, capsys):
     assert "no checkpoint at" in err and "python task07.py" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_ctrl_c_ends_the_stream_cleanly(checkpoint):
     proc = script("--checkpoint", str(checkpoint), "--device", "cpu")
     got = proc.stdout.read(300)  # the stream is flowing
@@ -286,6 +287,7 @@ def test_ctrl_c_ends_the_stream_cleanly(checkpoint):
     assert (got + out).endswith(b"\n")
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_closed_pipe_ends_the_stream_cleanly(checkpoint):
     proc = script("--checkpoint", str(checkpoint), "--device", "cpu")
     assert len(proc.stdout.read(200)) == 200

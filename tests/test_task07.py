@@ -311,6 +311,7 @@ def test_a_cosine_run_prints_no_cycles(small_text_file, capsys):
     assert not re.search(r"\bcycles=", config) and not re.search(r"\bcycle_mult=", config), config
 
 
+@pytest.mark.slow  # a process started per test, signalled or cut off: seconds each
 def test_ctrl_c_during_training_says_where_the_checkpoint_is(tmp_path, small_text_file):
     ckpt = tmp_path / "t.pt"
     proc = subprocess.Popen(
