@@ -6,7 +6,7 @@ Task 06's GPT, made bigger: more channels, heads and layers, and a longer contex
   https://jmlr.org/papers/v15/srivastava14a.html, placed as in Vaswani et al. 2017,
   https://arxiv.org/abs/1706.03762), a constant learning rate, 5000 steps: minutes on a GPU, about a
   day on a CPU.
-- `cpu` is the best configuration a search found for a 2-core CPU (gpt/presets.py, RESEARCH_LOG.md):
+- `cpu` is the best configuration a search found for a 2-core CPU (course/presets.py, RESEARCH_LOG.md):
   0.8 M parameters, no dropout, a learning rate that warms up and then follows a cosine down to
   min_lr (Loshchilov & Hutter 2016, https://arxiv.org/abs/1608.03983), 8000 steps.
 Both train a fixed number of steps, so the same seed prints the same table. The run ends with an

@@ -3,7 +3,7 @@
     python -m course.report --train                  # every task's default run, seeds 1337-1339 (tasks 00-06: minutes)
     python -m course.report --train --tasks task07 task09    # the long ones (10 minutes a run)
     python -m course.report                          # read the runs: update assets/bands.json, draw the
-                                                  # figure, print README's task table
+                                                  # figure, print the task table
 
 --train runs each task's own command (`python taskNN.py --seed S`; task 07 with --preset cpu, the
 preset its band is of, on any hardware) in a fresh process, one after the other, its files going to

@@ -1,4 +1,4 @@
-"""Data-parallel training (gpt/distributed.py): torchrun's processes, and --grad-accum's micro-steps,
+"""Data-parallel training (course/distributed.py): torchrun's processes, and --grad-accum's micro-steps,
 train the model one process trains with the same global batch, to floating-point tolerance.
 
 The torchrun tests start real processes that exchange gradients through gloo on the CPU, as CI can."""

@@ -445,12 +445,13 @@ def test_a_bad_value_gets_one_line_and_where_the_settings_are_not_the_whole_usag
     assert "usage:" not in err and len(err.splitlines()) == 2, err
 
 
-def test_every_task_script_imports_gpt_before_torch():
-    """gpt makes a Ctrl-C while torch loads end quietly (gpt/interrupts.py): it must be imported first."""
-    for path in sorted(ROOT.glob("task*.py")):
+def test_every_script_imports_course_before_gpt_and_torch():
+    """course makes a Ctrl-C while torch loads end quietly (course/startup.py, course/interrupts.py): a
+    script must import it before anything that loads torch."""
+    for path in sorted(ROOT.glob("*.py")):
         imports = re.findall(r"^(?:from|import) (\w+)", path.read_text(), re.M)
-        ours = [name for name in imports if name in ("gpt", "torch")]
-        assert not ours or ours[0] == "gpt", f"{path.name} imports torch before gpt"
+        ours = [name for name in imports if name in ("course", "gpt", "torch")]
+        assert not ours or ours[0] == "course", f"{path.name} imports {ours[0]} before course"
 
 
 CUT_IN_HALF = """
