@@ -5,8 +5,8 @@ it before gpt, and so before PyTorch loads):
   installing it, when nothing else would be printed;
 - Ctrl-C or SIGTERM while it starts ends it with one line and status 130 (143), nothing written
   (course/interrupts.py);
-- on x86 it asks PyTorch for its AVX2 kernels, so that the same seed prints the same table on every
-  x86 CPU. PyTorch picks its vectorised CPU kernels by what the processor has (AVX2 or AVX-512), and
+- on x86 it asks PyTorch for its AVX2 kernels, so that the same seed prints the same table on the
+  x86 CPUs measured (docs/devices.md). PyTorch picks its vectorised CPU kernels by what the processor has (AVX2 or AVX-512), and
   the two round differently, which training amplifies (RESEARCH_LOG.md, "2026-12-01: the same table on
   every x86 CPU"). Only where the processor has AVX2 and FMA (PyTorch trusts the variable and would
   crash on a CPU without them), and only when ATEN_CPU_CAPABILITY is not set already: set it yourself

@@ -96,5 +96,5 @@ class BusyWatch:
                 self.log(f"note: the last {2 * self.window} steps took {recent / self.first:.1f}x as long as this run's "
                          f"first ones ({1000 * recent:.0f} against {1000 * self.first:.0f} ms a step): the machine looks "
                          f"busy. Its other work slows this run, and threads competing for the cores make it worse: "
-                         f"with fewer threads it may go faster, e.g. OMP_NUM_THREADS=1 {self.command} (the time column "
-                         f"changes; the losses may differ in their last digits)")
+                         f"with fewer threads it may go faster, e.g. OMP_NUM_THREADS=1 {self.command} (another thread "
+                         f"count may round differently, and the table then differs a little: docs/devices.md)")
