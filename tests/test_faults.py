@@ -294,12 +294,18 @@ def test_a_stop_outside_training_still_says_what_the_checkpoint_holds(saved, cap
 
 
 def test_ctrl_c_waits_for_the_end_of_a_held_block_then_acts():
+    # Ctrl-C as Python answers it in a terminal, even where pytest was started with it ignored (a
+    # background job, nohup): the block must hold the signal back, then act as the handler would
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     reached_the_end = False
-    with pytest.raises(KeyboardInterrupt):
-        with signals_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # long enough for Python to run the handler
-            reached_the_end = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # long enough for Python to run the handler
+                reached_the_end = True
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert reached_the_end, "the block must run whole"
 
 
