@@ -272,3 +272,41 @@ def test_the_command_serves_on_127_0_0_1_and_stops_cleanly(tmp_path, stop, statu
         proc.kill()
     assert proc.returncode == status, err
     assert err.strip().splitlines()[-1] == line and "Traceback" not in err, err
+
+
+STUCK_SHUTDOWN = """
+import asyncio, socket, sys
+import uvicorn
+from starlette.applications import Starlette
+from course.explore.__main__ import serve
+
+async def never_done(self, sockets=None):  # a graceful stop that never ends, whatever the cause
+    await asyncio.sleep(3600)
+
+uvicorn.Server.shutdown = never_done
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(8)
+print("serving", flush=True)
+sys.exit(serve(Starlette(), sock))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, status, line", [(signal.SIGINT, 0, "explorer stopped"),
+                                                (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_one_ctrl_c_ends_the_explorer_within_seconds_even_when_its_graceful_stop_hangs(stop, status, line):
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_SHUTDOWN], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "serving\n", proc.stderr.read()
+        time.sleep(0.5)  # uvicorn is running and has its handlers in place
+        proc.send_signal(stop)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    assert took < 10, took
+    assert err.strip().splitlines()[-1] == line and "Traceback" not in err, err

@@ -87,31 +87,53 @@ def listening_socket(port: int) -> socket.socket:
     return sock
 
 
+STOP_SECONDS = 5  # after Ctrl-C or SIGTERM, the longest the explorer waits for its graceful stop
+
+
 def server_for(app):
     """uvicorn's server for the app: quiet but for errors, and an open stream doesn't hold Ctrl-C up for
-    more than 2 seconds."""
+    more than 2 seconds. Whatever holds the graceful stop up, the explorer ends STOP_SECONDS after the
+    first Ctrl-C or SIGTERM: it writes nothing, so nothing is left half done."""
     import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):  # stopping: the requests it cancels are not errors to report
             logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+            if not self.should_exit:
+                watchdog = threading.Timer(STOP_SECONDS, stop_now, args=(sig,))
+                watchdog.daemon = True  # a stop that ends in time isn't held up by it
+                watchdog.start()
             super().handle_exit(sig, frame)
 
     return Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2))
 
 
+def ending(stop: KeyboardInterrupt) -> tuple[int, str]:
+    """The exit status and the last line of a stop: 0 after Ctrl-C (the way to stop the explorer), 143
+    after SIGTERM."""
+    status = exit_status(stop) if isinstance(stop, Terminated) else 0
+    return status, stopped_by(stop) if status else "explorer stopped"
+
+
+def stop_now(sig: int) -> None:
+    """End the process at once, as serve() ends it."""
+    status, line = ending(Terminated() if sig == signal.SIGTERM else KeyboardInterrupt())
+    print(line, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
+
+
 def serve(app, sock: socket.socket) -> int:
     """Answer the page's requests until Ctrl-C or SIGTERM, which end it cleanly: uvicorn closes the
-    connections, then raises the signal again, here. Returns the exit status: 0 after Ctrl-C (the way
-    to stop the explorer), 143 after SIGTERM. A measurement still running in a worker thread is not
+    connections, then raises the signal again, here. Returns the exit status (see ending). A measurement still running in a worker thread is not
     waited for: the explorer writes nothing, so nothing it does needs finishing."""
     try:
         server_for(app).run(sockets=[sock])
         stop = KeyboardInterrupt()  # where the shell ignores Ctrl-C's signal (a background job), uvicorn just returns
     except KeyboardInterrupt as e:
         stop = e
-    status = exit_status(stop) if isinstance(stop, Terminated) else 0
-    print(stopped_by(stop) if status else "explorer stopped", file=sys.stderr, flush=True)
+    status, line = ending(stop)
+    print(line, file=sys.stderr, flush=True)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
         sys.stdout.flush()
         os._exit(status)
