@@ -24,7 +24,6 @@ every task was measured so on the reference hardware; otherwise to runs/seeds/co
 
 import argparse
 import ast
-import csv
 import json
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from .files import atomic_write
 from .reference import (BANDS, COURSE, COURSE_NOTES, LECTURE_SIZED, REFERENCE_HARDWARE, ROOT, SAVES_CHECKPOINTS,
                         all_bands, script)
 from .reference import TRAINED as TASKS
+from .run_files import read_history
 
 SEEDS = (1337, 1338, 1339)
 RUNS = ROOT / "runs" / "seeds"
@@ -68,12 +68,6 @@ def train(tasks, seeds) -> None:
 
 def last_epoch_line(stdout: str) -> str:
     return [line for line in stdout.splitlines() if line.startswith("Epoch ")][-1]
-
-
-def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{"step": int(r["step"]), "train": float(r["train_loss"]), "val": float(r["val_loss"])}
-                for r in csv.DictReader(f)]
 
 
 def collect(tasks) -> dict:

@@ -90,3 +90,10 @@ class RunFiles:
             json.dump(summary, f, indent=1)
         written.append(self.dir / "summary.json")
         return [str(p) for p in written]
+
+
+def read_history(path: Path) -> list[dict]:
+    """The evaluations a run's history.csv holds (RunFiles writes it): [{'step', 'train', 'val'}]."""
+    with open(path, newline="") as f:
+        return [{"step": int(r["step"]), "train": float(r["train_loss"]), "val": float(r["val_loss"])}
+                for r in csv.DictReader(f)]

@@ -6,6 +6,7 @@ import torch
 from gpt.model import GPT, AttentionHead, LanguageModel
 from gpt.modern import RotaryGPT
 from course.plots import attention_maps, attention_modules, plot_attention, plot_loss, plot_loss_by_position
+from course.run_files import RunFiles, read_history
 
 PNG = b"\x89PNG\r\n\x1a\n"
 V = 30
@@ -170,3 +171,11 @@ def test_the_course_figures_legend_labels_are_whole(tmp_path, monkeypatch):
     legend = fig.legends[0].get_window_extent(renderer)
     assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1 and fig.bbox.y0 <= legend.y0
     assert not fig.axes[0].get_tightbbox(renderer).overlaps(legend)
+
+
+def test_history_csv_reads_back_the_evaluations_the_run_wrote(tmp_path):
+    files = RunFiles(str(tmp_path), "task07", log=lambda *lines: None)
+    files.write_history([{"iter": 0, "train": 4.2211, "val": 4.2217, "time": 1.2, "eval_iters": 40},
+                         {"iter": 1000, "train": 1.803, "val": 1.9294, "time": 64.6, "eval_iters": 40}])
+    assert read_history(tmp_path / "task07" / "history.csv") == [
+        {"step": 0, "train": 4.2211, "val": 4.2217}, {"step": 1000, "train": 1.803, "val": 1.9294}]

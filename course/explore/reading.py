@@ -27,6 +27,7 @@ from gpt.rnn import RNNLanguageModel
 from ..checkpoint import load_checkpoint, load_model
 from ..measures import model_label
 from ..plots import ATTENTION_TEXT, attention_maps, attention_modules
+from ..run_files import read_history
 
 MAX_TOKENS = 1000  # a longer text is refused: its attention maps would be too large to send and draw
 TOP = 10  # the next tokens shown, likeliest first
@@ -71,7 +72,7 @@ def about(opened: Opened) -> dict:
             "no_attention": "" if layers else no_attention(model),
             "config": opened.config or dict(model.args),
             "history": [{"step": r["iter"], "train": r["train"], "val": r["val"]} for r in opened.history]
-            or history_file(run_folder),
+            or (read_history(run_folder / "history.csv") if run_folder else []),
             "run_folder": str(run_folder) if run_folder else ""}
 
 
@@ -95,17 +96,6 @@ def run_folder_of(opened: Opened) -> Path | None:
     if task == "compare_rnn":  # compare_rnn.py's first seed, one folder per model
         candidates.append(Path(runs) / "compare_rnn" / f"seed{opened.config.get('seed')}" / Path(opened.path).stem)
     return next((c for c in reversed(candidates) if (c / "history.csv").is_file()), None)
-
-
-def history_file(folder: Path | None) -> list[dict]:
-    """A run's history.csv (course/run_files.py), for a checkpoint that holds no history of its own."""
-    if folder is None:
-        return []
-    import csv
-
-    with open(folder / "history.csv", newline="") as f:
-        return [{"step": int(r["step"]), "train": float(r["train_loss"]), "val": float(r["val_loss"])}
-                for r in csv.DictReader(f)]
 
 
 def passage(opened: Opened, whole_lines: bool = True) -> str:
