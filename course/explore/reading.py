@@ -25,6 +25,7 @@ from gpt.model import count_parameters, eval_mode
 from gpt.rnn import RNNLanguageModel
 
 from ..checkpoint import load_checkpoint, load_model
+from ..config import at_least, probability, problem_with
 from ..measures import model_label
 from ..plots import ATTENTION_TEXT, attention_maps, attention_modules
 from ..run_files import read_history
@@ -113,21 +114,24 @@ def passage(opened: Opened, whole_lines: bool = True) -> str:
     return text[:end + 1] if whole_lines and end > 0 else text
 
 
+SAMPLING = {"temperature": (float, at_least(0)), "top_k": (int, at_least(1)), "top_p": (float, probability)}
+
+
 def sampling_settings(temperature=1.0, top_k=None, top_p=None) -> dict:
-    """task 08's sampling flags, checked as it checks them."""
-    try:
-        temperature = float(temperature)
-        top_k = None if top_k in (None, "") else int(top_k)
-        top_p = None if top_p in (None, "") else float(top_p)
-    except (TypeError, ValueError):
-        raise UserError("temperature, top-k and top-p are numbers") from None
-    if not temperature >= 0:
-        raise UserError(f"temperature must be at least 0 (got {temperature})")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top-k must be at least 1 (got {top_k})")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UserError(f"top-p must be greater than 0 and at most 1 (got {top_p})")
-    return {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    """task 08's sampling flags, checked by the rules its flags are (course/config.py)."""
+    given, settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}, {}
+    for name, (kind, valid) in SAMPLING.items():
+        if name != "temperature" and given[name] in (None, ""):  # top-k and top-p: off
+            settings[name] = None
+            continue
+        try:
+            settings[name] = kind(given[name])
+        except (TypeError, ValueError):
+            raise UserError("temperature, top-k and top-p are numbers") from None
+        problem = problem_with(settings[name], valid)
+        if problem:
+            raise UserError(f"{name.replace('_', '-')} {problem} (got {settings[name]})")
+    return settings
 
 
 def window_start(t: int, block_size: int) -> int:
